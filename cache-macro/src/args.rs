@@ -1,0 +1,86 @@
+//! The attribute's arguments: `key = "…", ttl = 60, cache_none = true, cache = <expr>`.
+//!
+//! Parsed by hand, like tracing-attributes: each argument is `name = value`,
+//! an unknown or repeated name is an error spanned at that name, and a value
+//! of the wrong kind is an error spanned at the value.
+
+use syn::parse::{Parse, ParseStream};
+use syn::{Expr, LitBool, LitInt, LitStr, Token};
+
+mod kw {
+    syn::custom_keyword!(key);
+    syn::custom_keyword!(ttl);
+    syn::custom_keyword!(cache_none);
+    syn::custom_keyword!(cache);
+}
+
+/// The arguments as written, with their spans; checked by `validate`.
+#[derive(Default)]
+pub struct CachedArgs {
+    pub key: Option<LitStr>,
+    pub ttl: Option<LitInt>,
+    /// The keyword too, to point at it when the return type is not an `Option`.
+    pub cache_none: Option<(kw::cache_none, LitBool)>,
+    pub cache: Option<Expr>,
+}
+
+const EXPECTED: &str = "expected `key`, `ttl`, `cache_none` or `cache`";
+
+impl Parse for CachedArgs {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut args = CachedArgs::default();
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::key) {
+                let name: kw::key = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value: LitStr = input.parse()?;
+                set_once(&mut args.key, value, name.span, "key")?;
+            } else if lookahead.peek(kw::ttl) {
+                let name: kw::ttl = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value: LitInt = input.parse()?;
+                set_once(&mut args.ttl, value, name.span, "ttl")?;
+            } else if lookahead.peek(kw::cache_none) {
+                let name: kw::cache_none = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value: LitBool = input.parse()?;
+                set_once(&mut args.cache_none, (name, value), name.span, "cache_none")?;
+            } else if lookahead.peek(kw::cache) {
+                let name: kw::cache = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value: Expr = input.parse()?;
+                set_once(&mut args.cache, value, name.span, "cache")?;
+            } else if input.peek(syn::Ident) {
+                let unknown: syn::Ident = input.parse()?;
+                return Err(syn::Error::new(
+                    unknown.span(),
+                    format!("unknown argument `{unknown}`: {EXPECTED}"),
+                ));
+            } else {
+                return Err(lookahead.error());
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(args)
+    }
+}
+
+fn set_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    name_span: proc_macro2::Span,
+    name: &str,
+) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new(
+            name_span,
+            format!("duplicate `{name}` argument"),
+        ));
+    }
+    *slot = Some(value);
+    Ok(())
+}

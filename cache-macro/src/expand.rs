@@ -1,0 +1,210 @@
+//! The rewrite: the original `async fn`, whose body now runs inside the
+//! runtime's cached-call path.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemFn, LitStr};
+
+use crate::args::CachedArgs;
+use crate::template::{Placeholder, Segment};
+use crate::validate::{self, KeyPlan, Plan, Shape};
+
+/// Entry point: parse, validate, expand. On any error the original function
+/// is emitted unchanged next to the error, so that one mistake gives one
+/// error and the rest of the crate still sees the function.
+pub fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            let error = syn::Error::new(
+                Span::call_site(),
+                "#[redis_cached] applies to an `async fn` with a body",
+            );
+            return with_error(item, error);
+        }
+    };
+    let plan = syn::parse2::<CachedArgs>(args)
+        .and_then(|args| {
+            let cache = args.cache.clone();
+            validate::validate(args, &function).map(|plan| (plan, cache))
+        });
+    match plan {
+        Ok((plan, cache)) => expand(&function, &plan, cache.as_ref()),
+        Err(error) => with_error(item, error),
+    }
+}
+
+fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
+    let error = error.to_compile_error();
+    quote!(#item #error)
+}
+
+// Input:
+//     #[redis_cached(key = "user:{id}", ttl = 60)]
+//     async fn get_user(db: &Pool, id: i64) -> Result<User, Error> { BODY }
+//
+// Output:
+//     async fn get_user(db: &Pool, id: i64) -> Result<User, Error> {
+//         static __CACHE_SITE: CallSite = CallSite::new("crate::module::get_user");
+//         assert_storable::<OkValues, Result<User, Error>>();
+//         match CacheSource::cache(&default_cache()) {
+//             __cache_ctx => {
+//                 let __cache_key = { "user:" + escaped(id) };
+//                 cached_call::<OkValues, Result<User, Error>, _>(
+//                     __cache_ctx, &__CACHE_SITE, __cache_key, Some(60 s),
+//                     async move { BODY },
+//                 ).await
+//             }
+//         }
+//     }
+fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
+    let name = sig.ident.to_string();
+    let return_type = &plan.return_type;
+    let shape = shape_path(plan.shape);
+
+    let storable_check = quote_spanned! {return_type.span()=>
+        ::cache_runtime::__private::assert_storable::<#shape, #return_type>();
+    };
+    let cache_source = match cache {
+        Some(expr) => quote_spanned!(expr.span()=> ::cache_runtime::__private::CacheSource::cache(&(#expr))),
+        None => quote!(::cache_runtime::__private::CacheSource::cache(
+            &::cache_runtime::__private::default_cache()
+        )),
+    };
+    let (capacity_hint, key_parts) = key_parts(plan, &name);
+    let ttl = match plan.ttl_seconds {
+        Some(seconds) => quote!(::core::option::Option::Some(::core::time::Duration::from_secs(#seconds))),
+        None => quote!(::core::option::Option::None),
+    };
+    // Pins the body's output type, so that `?` and `return` inside the moved
+    // block infer as they did in the original function, and type errors in
+    // the body still point at the user's return type (as tracing does).
+    let fake_return = quote_spanned! {return_type.span()=>
+        #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+        if false {
+            let __cache_fake_return: #return_type = loop {};
+            return __cache_fake_return;
+        }
+    };
+
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            static __CACHE_SITE: ::cache_runtime::__private::CallSite =
+                ::cache_runtime::__private::CallSite::new(
+                    ::core::concat!(::core::module_path!(), "::", #name)
+                );
+            #storable_check
+            match #cache_source {
+                __cache_ctx => {
+                    let __cache_key = {
+                        let mut __cache_key =
+                            ::cache_runtime::__private::key_builder(__cache_ctx, #capacity_hint);
+                        #key_parts
+                        __cache_key.finish()
+                    };
+                    ::cache_runtime::__private::cached_call::<#shape, #return_type, _>(
+                        __cache_ctx,
+                        &__CACHE_SITE,
+                        __cache_key,
+                        #ttl,
+                        async move {
+                            #fake_return
+                            #block
+                        },
+                    )
+                    .await
+                }
+            }
+        }
+    }
+}
+
+fn shape_path(shape: Shape) -> TokenStream {
+    match shape {
+        Shape::OkValues => quote!(::cache_runtime::__private::OkValues),
+        Shape::SomeValues => quote!(::cache_runtime::__private::SomeValues),
+        Shape::OptionValues => quote!(::cache_runtime::__private::OptionValues),
+        Shape::AnyValue => quote!(::cache_runtime::__private::AnyValue),
+    }
+}
+
+/// The statements that push the key's parts into `__cache_key`, and a guess
+/// at the key's length.
+///
+/// Input:  `"user:{id}:{self.tenant}"`
+/// Output: `push_literal("user:"); push_value(&id); push_literal(":"); push_value(&self.tenant);`
+fn key_parts(plan: &Plan, function_name: &str) -> (usize, TokenStream) {
+    const VALUE_LEN_GUESS: usize = 16;
+    let mut hint = 0;
+    let mut parts = TokenStream::new();
+    match &plan.key {
+        KeyPlan::Template(template) => {
+            for segment in &template.segments {
+                match segment {
+                    Segment::Literal(text) => {
+                        hint += text.len();
+                        let text = LitStr::new(text, template.span);
+                        parts.extend(quote!(__cache_key.push_literal(#text);));
+                    }
+                    Segment::Placeholder(placeholder) => {
+                        hint += VALUE_LEN_GUESS;
+                        let value = placeholder_expr(placeholder, template.span);
+                        // Spanned at the template, so "doesn't implement
+                        // `Display`" points at the key string.
+                        parts.extend(quote_spanned!(template.span=> __cache_key.push_value(&#value);));
+                    }
+                }
+            }
+        }
+        KeyPlan::Default(parameters) => {
+            hint += function_name.len() + 32;
+            // Methods are told apart by their type, which a module path alone
+            // would not do.
+            if plan.has_receiver {
+                parts.extend(quote! {
+                    __cache_key.push_literal(::core::any::type_name::<Self>());
+                    __cache_key.push_literal(::core::concat!("::", #function_name));
+                });
+            } else {
+                parts.extend(quote! {
+                    __cache_key.push_literal(::core::concat!(::core::module_path!(), "::", #function_name));
+                });
+            }
+            for parameter in parameters {
+                hint += 1 + VALUE_LEN_GUESS;
+                parts.extend(quote_spanned! {parameter.span()=>
+                    __cache_key.push_literal(":");
+                    __cache_key.push_value(&#parameter);
+                });
+            }
+        }
+    }
+    (hint, parts)
+}
+
+/// `{user.address.city}` as the expression `user.address.city`, spanned at
+/// the template so that errors point there.
+fn placeholder_expr(placeholder: &Placeholder, span: Span) -> TokenStream {
+    let root = if placeholder.root == "self" {
+        quote_spanned!(span=> self)
+    } else {
+        let ident = format_ident!("{}", placeholder.root, span = span);
+        quote!(#ident)
+    };
+    let fields = placeholder.fields.iter().map(|field| {
+        let member: syn::Member = match field.parse::<u32>() {
+            Ok(index) => syn::Member::Unnamed(syn::Index { index, span }),
+            Err(_) => syn::Member::Named(format_ident!("{}", field, span = span)),
+        };
+        quote!(.#member)
+    });
+    quote!(#root #(#fields)*)
+}

@@ -1,0 +1,286 @@
+//! [`Cache`]: a handle on one Redis server, its configuration and connection.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::config::{CacheBuilder, Config};
+use crate::connection::Connection;
+use crate::error::{AlreadyInstalled, CacheError, ConfigError};
+use crate::incident::Incident;
+use crate::keys::{self, KeyBuilder};
+
+/// A Redis cache: where `#[redis_cached]` functions store their results.
+///
+/// Cloning is cheap and clones share one connection. Most programs use the
+/// process-wide default (see [`Cache::global`]); `#[redis_cached(cache = …)]`
+/// points a function at another instance.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    connection: Connection,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("config", &self.inner.config)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+/// What a lookup found.
+pub(crate) enum Lookup<T> {
+    Hit(T),
+    /// No entry, or one that no longer decodes.
+    Miss,
+    /// Redis could not be asked.
+    Failed,
+}
+
+static GLOBAL: OnceLock<Cache> = OnceLock::new();
+
+impl Cache {
+    /// A builder with every setting at its default.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// A cache configured from the environment: `REDIS_URL`, else
+    /// `redis://127.0.0.1:6379`, with default settings.
+    pub fn from_env() -> Result<Cache, ConfigError> {
+        Cache::builder().build()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Result<Cache, ConfigError> {
+        let connection = Connection::new(&config)?;
+        Ok(Cache {
+            inner: Arc::new(Inner { config, connection }),
+        })
+    }
+
+    /// Makes this the process-wide default, used by every `#[redis_cached]`
+    /// function without a `cache = …` argument.
+    ///
+    /// Call it before the first cached call: the default is created from the
+    /// environment at that call, and is fixed from then on.
+    pub fn install(self) -> Result<&'static Cache, AlreadyInstalled> {
+        let mut installed = false;
+        let global = GLOBAL.get_or_init(|| {
+            installed = true;
+            self
+        });
+        if installed {
+            Ok(global)
+        } else {
+            Err(AlreadyInstalled)
+        }
+    }
+
+    /// The process-wide default cache: the one [installed](Cache::install), or
+    /// else one created from the environment on first use.
+    ///
+    /// An invalid `REDIS_URL` does not fail anything: it is logged once, and
+    /// every cached call then runs its body uncached.
+    pub fn global() -> &'static Cache {
+        GLOBAL.get_or_init(|| {
+            let config = CacheBuilder::default().into_config();
+            match config.and_then(Cache::from_config) {
+                Ok(cache) => cache,
+                Err(error) => {
+                    tracing::error!(
+                        target: "cache_runtime",
+                        "caching is disabled: {error}"
+                    );
+                    let fallback = CacheBuilder::default()
+                        .url(crate::config::DEFAULT_URL)
+                        .into_config()
+                        .expect("the default configuration is valid");
+                    Cache {
+                        inner: Arc::new(Inner {
+                            connection: Connection::disabled(&fallback),
+                            config: fallback,
+                        }),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Whether the cache is connected to Redis right now. `false` while Redis
+    /// is unreachable: calls then run uncached, and the cache reconnects in the
+    /// background.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connection.is_connected()
+    }
+
+    /// The per-operation deadline.
+    pub fn deadline(&self) -> Duration {
+        self.inner.config.deadline
+    }
+
+    /// The TTL used by functions whose attribute sets none.
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.config.default_ttl
+    }
+
+    /// The stored form of `key`: behind the prefix, and hashed if too long.
+    /// `key` is used as given, unescaped.
+    pub fn full_key(&self, key: &str) -> String {
+        let mut builder = self.key_builder(key.len());
+        builder.push_literal(key);
+        builder.finish()
+    }
+
+    /// Reads the value stored under `key` (see [`Cache::full_key`]).
+    ///
+    /// `Ok(None)` when there is no entry, or when the entry no longer decodes
+    /// as `T` (which is logged).
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CacheError> {
+        let full_key = self.full_key(key);
+        match self.send_get(&full_key).await? {
+            Some(bytes) => Ok(self.decode(&bytes)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `value` under `key` (see [`Cache::full_key`]) for `ttl`.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let bytes = codec::encode(value).map_err(CacheError::Encode)?;
+        self.send_set(&self.full_key(key), &bytes, ttl).await
+    }
+
+    /// Deletes `key` (see [`Cache::full_key`]). Returns whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        let value = self
+            .inner
+            .connection
+            .send(redis::cmd("DEL").arg(self.full_key(key)))
+            .await?;
+        Ok(matches!(value, redis::Value::Int(n) if n > 0))
+    }
+
+    pub(crate) fn key_builder(&self, capacity_hint: usize) -> KeyBuilder {
+        KeyBuilder::new(
+            &self.inner.config.key_prefix,
+            self.inner.config.max_key_len,
+            capacity_hint,
+        )
+    }
+
+    /// The cached-call lookup: never an error, only what to do next.
+    pub(crate) async fn lookup<T: DeserializeOwned>(&self, full_key: &str) -> Lookup<T> {
+        match self.send_get(full_key).await {
+            Ok(Some(bytes)) => match self.decode(&bytes) {
+                Some(value) => Lookup::Hit(value),
+                None => Lookup::Miss,
+            },
+            Ok(None) => Lookup::Miss,
+            Err(error) => {
+                self.incidents().warn(Incident::Lookup, || {
+                    format!(
+                        "cache lookup failed, running the function uncached: {error} (Redis at {})",
+                        self.inner.connection.shared.redacted_url
+                    )
+                });
+                Lookup::Failed
+            }
+        }
+    }
+
+    /// The cached-call store. Returns whether it failed.
+    pub(crate) async fn store<T: Serialize + ?Sized>(
+        &self,
+        full_key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), ()> {
+        let bytes = match codec::encode(value) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                self.incidents().warn(Incident::Encode, || {
+                    format!("the result cannot be serialized, so it is not cached: {error}")
+                });
+                return Err(());
+            }
+        };
+        self.send_set(full_key, &bytes, ttl).await.map_err(|error| {
+            self.incidents().warn(Incident::Store, || {
+                format!(
+                    "cache store failed; the result is returned but not cached: {error} (Redis at {})",
+                    self.inner.connection.shared.redacted_url
+                )
+            });
+        })
+    }
+
+    async fn send_get(&self, full_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let value = self
+            .inner
+            .connection
+            .send(redis::cmd("GET").arg(full_key))
+            .await?;
+        Ok(match value {
+            redis::Value::BulkString(bytes) => Some(bytes),
+            redis::Value::Nil => None,
+            // Not what GET answers: a confused proxy or server. Treat it as an
+            // entry that does not decode, which the next store overwrites.
+            _ => Some(Vec::new()),
+        })
+    }
+
+    async fn send_set(&self, full_key: &str, bytes: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        // Never store without an expiry, and never a zero one (an error in Redis).
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.inner
+            .connection
+            .send(
+                redis::cmd("SET")
+                    .arg(full_key)
+                    .arg(bytes)
+                    .arg("PX")
+                    .arg(ttl_ms),
+            )
+            .await
+            .map(drop)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
+        match codec::decode(bytes) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.incidents().warn(Incident::Decode, || {
+                    format!(
+                        "a cached value no longer decodes as `{}`, so it is treated as a miss and overwritten: {error}",
+                        std::any::type_name::<T>()
+                    )
+                });
+                None
+            }
+        }
+    }
+
+    fn incidents(&self) -> &crate::incident::Incidents {
+        &self.inner.connection.shared.incidents
+    }
+}
+
+/// Escapes `value` exactly as a key placeholder does, for code that needs to
+/// build a key by hand: `format!("user:{}", escape_key_part(name))`.
+pub fn escape_key_part(value: &str) -> String {
+    keys::escape(value)
+}

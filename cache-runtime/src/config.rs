@@ -1,0 +1,290 @@
+//! Configuration: a builder with documented defaults, and `REDIS_URL`.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::keys::MIN_MAX_KEY_LEN;
+
+/// Used when neither the builder nor `REDIS_URL` names a server.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+/// How long one Redis operation may take before the call gives up on the cache.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
+/// How long one connection attempt (TCP, TLS, AUTH, PING) may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The TTL of a function whose attribute sets none.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Keys longer than this are shortened by hashing.
+pub const DEFAULT_MAX_KEY_LEN: usize = 256;
+/// The longest wait between two reconnection attempts. It bounds how long
+/// caching stays off after Redis comes back.
+pub const DEFAULT_MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+/// The shortest interval between two log lines about the same kind of incident.
+pub const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Everything a [`Cache`](crate::Cache) needs, validated.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) url: String,
+    /// The prefix with its trailing `:`, or empty.
+    pub(crate) key_prefix: String,
+    pub(crate) deadline: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) default_ttl: Duration,
+    pub(crate) max_key_len: usize,
+    pub(crate) max_reconnect_backoff: Duration,
+    pub(crate) log_interval: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("deadline", &self.deadline)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("default_ttl", &self.default_ttl)
+            .field("max_key_len", &self.max_key_len)
+            .field("max_reconnect_backoff", &self.max_reconnect_backoff)
+            .field("log_interval", &self.log_interval)
+            .finish()
+    }
+}
+
+/// Builds a [`Cache`](crate::Cache).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use cache_runtime::Cache;
+///
+/// Cache::builder()
+///     .url("redis://127.0.0.1:6379")
+///     .prefix("myapp:v2")
+///     .deadline(Duration::from_millis(30))
+///     .default_ttl(Duration::from_secs(60))
+///     .build()
+///     .expect("valid cache configuration")
+///     .install()
+///     .expect("installed before the first cached call");
+/// ```
+#[derive(Clone, Default)]
+pub struct CacheBuilder {
+    url: Option<String>,
+    prefix: Option<String>,
+    deadline: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    default_ttl: Option<Duration>,
+    max_key_len: Option<usize>,
+    max_reconnect_backoff: Option<Duration>,
+    log_interval: Option<Duration>,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("prefix", &self.prefix)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheBuilder {
+    /// The Redis server, as `redis://[user:password@]host:port[/db]` or
+    /// `redis+unix:///path`. Default: `REDIS_URL`, else [`DEFAULT_URL`].
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// A namespace put in front of every key, followed by `:`; for example the
+    /// application's name and version, so that a new release with changed
+    /// types never reads the old release's entries. Default: none.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// How long one Redis operation may take. Past it the call carries on
+    /// without the cache. Default: [`DEFAULT_DEADLINE`].
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// How long one connection attempt may take. Default: [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The TTL of functions whose attribute sets none. Default: [`DEFAULT_TTL`].
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Keys longer than this many bytes are shortened by hashing.
+    /// Default: [`DEFAULT_MAX_KEY_LEN`]; at least 128.
+    pub fn max_key_len(mut self, bytes: usize) -> Self {
+        self.max_key_len = Some(bytes);
+        self
+    }
+
+    /// The longest wait between reconnection attempts while Redis is down.
+    /// Default: [`DEFAULT_MAX_RECONNECT_BACKOFF`].
+    pub fn max_reconnect_backoff(mut self, backoff: Duration) -> Self {
+        self.max_reconnect_backoff = Some(backoff);
+        self
+    }
+
+    /// The shortest interval between two log lines about the same kind of
+    /// incident. Default: [`DEFAULT_LOG_INTERVAL`].
+    pub fn log_interval(mut self, interval: Duration) -> Self {
+        self.log_interval = Some(interval);
+        self
+    }
+
+    /// Validates the configuration and creates the cache. It connects in the
+    /// background: this returns at once, and never fails because Redis is down.
+    pub fn build(self) -> Result<crate::Cache, ConfigError> {
+        let config = self.into_config()?;
+        crate::Cache::from_config(config)
+    }
+
+    pub(crate) fn into_config(self) -> Result<Config, ConfigError> {
+        let url = self
+            .url
+            .or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| DEFAULT_URL.to_owned());
+        let key_prefix = match self.prefix {
+            None => String::new(),
+            Some(prefix) => {
+                validate_prefix(&prefix)?;
+                format!("{prefix}:")
+            }
+        };
+        let positive = |value: Option<Duration>, default: Duration, setting: &'static str| {
+            let value = value.unwrap_or(default);
+            if value.is_zero() {
+                Err(ConfigError::ZeroDuration { setting })
+            } else {
+                Ok(value)
+            }
+        };
+        let max_key_len = self.max_key_len.unwrap_or(DEFAULT_MAX_KEY_LEN);
+        if max_key_len < MIN_MAX_KEY_LEN {
+            return Err(ConfigError::MaxKeyLenTooSmall {
+                requested: max_key_len,
+                minimum: MIN_MAX_KEY_LEN,
+            });
+        }
+        Ok(Config {
+            url,
+            key_prefix,
+            deadline: positive(self.deadline, DEFAULT_DEADLINE, "deadline")?,
+            connect_timeout: positive(
+                self.connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+                "connect_timeout",
+            )?,
+            default_ttl: positive(self.default_ttl, DEFAULT_TTL, "default_ttl")?,
+            max_key_len,
+            max_reconnect_backoff: positive(
+                self.max_reconnect_backoff,
+                DEFAULT_MAX_RECONNECT_BACKOFF,
+                "max_reconnect_backoff",
+            )?,
+            log_interval: self.log_interval.unwrap_or(DEFAULT_LOG_INTERVAL),
+        })
+    }
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), ConfigError> {
+    let reason = if prefix.is_empty() {
+        "it is empty; leave the prefix unset instead"
+    } else if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "it contains whitespace or control characters"
+    } else if prefix.contains(['{', '}', '*', '?', '[', ']']) {
+        "it contains a glob or hash-tag character (`{ } * ? [ ]`)"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::InvalidPrefix {
+        prefix: prefix.to_owned(),
+        reason,
+    })
+}
+
+/// `url` with the password, if any, replaced by `***`: the only form in which
+/// a URL is ever logged, displayed or debug-printed.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // Not a URL we can take apart: show nothing that could be a secret.
+        return "<unparsable URL>".to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_start + i);
+    let authority = &url[authority_start..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = match userinfo.find(':') {
+        Some(colon) => &userinfo[..colon],
+        // `redis://secret@host` is read as a password by some clients.
+        None => "",
+    };
+    format!(
+        "{}{user}:***@{}",
+        &url[..authority_start],
+        &url[authority_start + at + 1..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://app:s3cret@host:6379/2"),
+            "redis://app:***@host:6379/2"
+        );
+        assert_eq!(redact_url("rediss://:s3cret@host"), "rediss://:***@host");
+        assert_eq!(redact_url("redis://s3cret@host"), "redis://:***@host");
+        assert_eq!(redact_url("redis://u:p@ss@host"), "redis://u:***@host");
+        assert_eq!(redact_url("s3cret"), "<unparsable URL>");
+    }
+
+    #[test]
+    fn invalid_settings_are_rejected() {
+        let err = CacheBuilder::default()
+            .deadline(Duration::ZERO)
+            .into_config()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::ZeroDuration { setting: "deadline" });
+        assert!(matches!(
+            CacheBuilder::default().max_key_len(10).into_config(),
+            Err(ConfigError::MaxKeyLenTooSmall { .. })
+        ));
+        assert!(matches!(
+            CacheBuilder::default().prefix("a b").into_config(),
+            Err(ConfigError::InvalidPrefix { .. })
+        ));
+    }
+
+    #[test]
+    fn prefix_gets_its_separator() {
+        let config = CacheBuilder::default()
+            .url("redis://x")
+            .prefix("app:v1")
+            .into_config()
+            .unwrap();
+        assert_eq!(config.key_prefix, "app:v1:");
+    }
+}

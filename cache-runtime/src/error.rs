@@ -1,0 +1,97 @@
+//! Errors the runtime can report.
+//!
+//! None of these ever reach the caller of a `#[redis_cached]` function: the
+//! cached-call path turns every one of them into "run the body". They surface
+//! only from the explicit APIs (`CacheBuilder::build`, `Cache::get`, …).
+
+use std::fmt;
+use std::time::Duration;
+
+/// A configuration that cannot work, reported by [`CacheBuilder::build`](crate::CacheBuilder::build).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The Redis URL could not be parsed. The URL in the message has its password redacted.
+    InvalidUrl { url: String, reason: String },
+    /// A duration setting that must be positive was zero.
+    ZeroDuration { setting: &'static str },
+    /// `max_key_len` is too small to hold a hashed key.
+    MaxKeyLenTooSmall { requested: usize, minimum: usize },
+    /// The key prefix contains characters that would make keys ambiguous.
+    InvalidPrefix { prefix: String, reason: &'static str },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidUrl { url, reason } => {
+                write!(f, "invalid Redis URL `{url}`: {reason}")
+            }
+            ConfigError::ZeroDuration { setting } => {
+                write!(f, "`{setting}` must be greater than zero")
+            }
+            ConfigError::MaxKeyLenTooSmall { requested, minimum } => write!(
+                f,
+                "`max_key_len` is {requested} bytes, but a hashed key needs at least {minimum}"
+            ),
+            ConfigError::InvalidPrefix { prefix, reason } => {
+                write!(f, "invalid key prefix `{prefix}`: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Returned by [`Cache::install`](crate::Cache::install) when the process-wide
+/// default cache already exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlreadyInstalled;
+
+impl fmt::Display for AlreadyInstalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the default cache is already set: install it before the first cached call, and only once",
+        )
+    }
+}
+
+impl std::error::Error for AlreadyInstalled {}
+
+/// Why one cache operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// No connection: Redis was unreachable at the last attempt, or the
+    /// configuration was invalid. The runtime reconnects in the background.
+    Unavailable,
+    /// The operation did not finish within the per-operation deadline.
+    Timeout(Duration),
+    /// Redis answered with an error, or the connection failed mid-operation.
+    Redis(redis::RedisError),
+    /// The value could not be serialized to JSON.
+    Encode(serde_json::Error),
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::Unavailable => f.write_str("Redis is unavailable"),
+            CacheError::Timeout(deadline) => {
+                write!(f, "Redis did not answer within {} ms", deadline.as_millis())
+            }
+            CacheError::Redis(e) => write!(f, "Redis error: {e}"),
+            CacheError::Encode(e) => write!(f, "the value cannot be serialized to JSON: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CacheError::Redis(e) => Some(e),
+            CacheError::Encode(e) => Some(e),
+            CacheError::Unavailable | CacheError::Timeout(_) => None,
+        }
+    }
+}

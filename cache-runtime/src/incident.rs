@@ -1,0 +1,81 @@
+//! Rate-limited logging of cache incidents.
+//!
+//! When Redis is down, every cached call fails its lookup; logging each one
+//! would flood the logs exactly when they matter. Each kind of incident is
+//! logged at most once per interval, with the number of similar incidents
+//! suppressed since the last line. Nothing logged here contains a password:
+//! the only URL ever formatted is the redacted one.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// The kinds of incident, each rate-limited on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Incident {
+    /// Connecting or reconnecting failed.
+    Connect = 0,
+    /// A lookup (GET) failed.
+    Lookup = 1,
+    /// A store (SET) failed.
+    Store = 2,
+    /// A stored value could not be decoded.
+    Decode = 3,
+    /// A value could not be encoded.
+    Encode = 4,
+}
+
+const KINDS: usize = 5;
+
+pub(crate) struct Incidents {
+    interval: Duration,
+    origin: Instant,
+    /// Per kind: when the last line was logged, in ms since `origin`, plus one
+    /// (0 means never).
+    last_logged: [AtomicU64; KINDS],
+    suppressed: [AtomicU64; KINDS],
+}
+
+impl Incidents {
+    pub(crate) fn new(interval: Duration) -> Self {
+        const ZERO: AtomicU64 = AtomicU64::new(0);
+        Incidents {
+            interval,
+            origin: Instant::now(),
+            last_logged: [ZERO; KINDS],
+            suppressed: [ZERO; KINDS],
+        }
+    }
+
+    /// Logs `message` at WARN unless a line of this kind was logged less than
+    /// an interval ago, in which case it only counts it.
+    pub(crate) fn warn(&self, kind: Incident, message: impl FnOnce() -> String) {
+        let index = kind as usize;
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let last = self.last_logged[index].load(Relaxed);
+        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        let due = last == 0 || now.saturating_sub(last) >= interval;
+        if !due
+            || self.last_logged[index]
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            self.suppressed[index].fetch_add(1, Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed[index].swap(0, Relaxed);
+        if suppressed == 0 {
+            tracing::warn!(target: "cache_runtime", "{}", message());
+        } else {
+            tracing::warn!(
+                target: "cache_runtime",
+                "{} ({suppressed} similar incidents not logged)",
+                message()
+            );
+        }
+    }
+
+    /// Logs a recovery at INFO; never rate-limited, since it follows a failure.
+    pub(crate) fn recovered(&self, message: impl FnOnce() -> String) {
+        tracing::info!(target: "cache_runtime", "{}", message());
+    }
+}

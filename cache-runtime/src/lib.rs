@@ -1,0 +1,81 @@
+//! Memoize async functions in Redis.
+//!
+//! ```no_run
+//! use cache_runtime::redis_cached;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct User { id: i64, name: String }
+//!
+//! #[redis_cached(key = "user:{id}", ttl = 60)]
+//! async fn get_user(id: i64) -> Result<User, std::io::Error> {
+//!     // The expensive part: a database query, an HTTP call…
+//!     Ok(User { id, name: "Ada".into() })
+//! }
+//! ```
+//!
+//! The first call runs the body and stores `Ok` values under `user:42` for 60
+//! seconds; the next calls read them from Redis. The cache never makes a call
+//! fail: when Redis is down, slow or returns garbage, the body runs, its value
+//! is returned, and the incident is logged (rate-limited) and counted.
+//!
+//! See the [`redis_cached`] attribute for its arguments, [`Cache`] and
+//! [`CacheBuilder`] for configuration, and [`metrics`] for the counters.
+
+mod cache;
+mod call;
+mod codec;
+mod config;
+mod connection;
+mod error;
+mod incident;
+mod keys;
+pub mod metrics;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use cache::{Cache, escape_key_part};
+pub use call::{Outcome, track_outcome};
+pub use codec::FORMAT_VERSION;
+pub use config::{
+    CacheBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEADLINE, DEFAULT_LOG_INTERVAL,
+    DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_RECONNECT_BACKOFF, DEFAULT_TTL, DEFAULT_URL, redact_url,
+};
+pub use error::{AlreadyInstalled, CacheError, ConfigError};
+
+/// Caches an `async fn`'s results in Redis.
+///
+/// ```ignore
+/// #[redis_cached(key = "user:{id}", ttl = 60)]
+/// async fn get_user(db: &SqlitePool, id: i64) -> Result<User, sqlx::Error> { … }
+/// ```
+///
+/// # Arguments
+///
+/// - `key = "…"`: the key template. `{name}` puts in a parameter's `Display`
+///   output, `{name.field}` (also `{self.field}`) a field's. Values are
+///   escaped, so two different arguments never give the same key. Literal
+///   text between two placeholders must contain a delimiter such as `:`.
+///   `{{` and `}}` are literal braces. Parameters the template does not name
+///   are not part of the key and need not be `Display`. Without `key`, the key
+///   is the function's path followed by every parameter except `self`:
+///   `my_crate::users::get_user:42`.
+/// - `ttl = 60`: seconds, an integer greater than zero. Default: the cache's
+///   default TTL ([`DEFAULT_TTL`], 300 s, unless the builder changes it).
+/// - `cache_none = true`: also cache `None` from a function returning `Option`.
+/// - `cache = <expr>`: use this [`Cache`] instead of the process-wide default.
+///   The expression may name a `Cache`, a `&Cache`, an `Arc<Cache>` or a
+///   `static LazyLock<Cache>`, and may use `self`.
+///
+/// # What is stored
+///
+/// - `Result<T, E>`: `Ok` values only.
+/// - `Option<T>`: `Some` values only, unless `cache_none = true`.
+/// - Any other `T`: every value.
+///
+/// The stored type must implement `serde::Serialize` and `serde::Deserialize`.
+/// The function keeps its signature; its future is `Send` whenever the
+/// original body's is.
+pub use cache_macro::redis_cached;

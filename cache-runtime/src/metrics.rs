@@ -1,0 +1,178 @@
+//! Per-function counters that a program can read.
+//!
+//! Every `#[redis_cached]` function owns one static [`CallSite`]. It registers
+//! itself in a process-wide list on its first call, so [`snapshot`] lists the
+//! functions that have run at least once.
+//!
+//! What is counted:
+//! - `hits`: calls answered from Redis without running the body;
+//! - `misses`: calls that found no usable entry (absent, expired, or no longer
+//!   decodable) and ran the body;
+//! - `errors`: failed Redis operations (unreachable, deadline passed, server
+//!   error). A call whose lookup failed ran its body and counts here, not as a
+//!   miss; a miss whose store then failed counts in both.
+//! - `latency`: a histogram of whole-call durations, body included.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds (inclusive) of the latency histogram's buckets, in seconds.
+/// The last, implicit bucket is `+Inf`.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0,
+];
+const BUCKET_NANOS: [u64; 14] = {
+    let mut nanos = [0u64; 14];
+    let mut i = 0;
+    while i < 14 {
+        nanos[i] = (LATENCY_BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    nanos
+};
+
+/// The counters of one cached function. Created by the macro as a `static`.
+pub struct CallSite {
+    name: &'static str,
+    registered: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    latency_buckets: [AtomicU64; 15],
+    latency_sum_nanos: AtomicU64,
+}
+
+static REGISTRY: Mutex<Vec<&'static CallSite>> = Mutex::new(Vec::new());
+
+impl CallSite {
+    #[doc(hidden)]
+    pub const fn new(name: &'static str) -> Self {
+        const ZERO: AtomicU64 = AtomicU64::new(0);
+        CallSite {
+            name,
+            registered: AtomicBool::new(false),
+            hits: ZERO,
+            misses: ZERO,
+            errors: ZERO,
+            latency_buckets: [ZERO; 15],
+            latency_sum_nanos: ZERO,
+        }
+    }
+
+    /// The function's path, as `crate::module::function`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    #[inline]
+    pub(crate) fn register(&'static self) {
+        if !self.registered.load(Relaxed) && !self.registered.swap(true, Relaxed) {
+            REGISTRY
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(self);
+        }
+    }
+
+    pub(crate) fn record_hit(&self) {
+        self.hits.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_latency(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
+        self.latency_buckets[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// A copy of this function's counters.
+    pub fn metrics(&self) -> FunctionMetrics {
+        let mut buckets = [0u64; 15];
+        for (out, counter) in buckets.iter_mut().zip(&self.latency_buckets) {
+            *out = counter.load(Relaxed);
+        }
+        FunctionMetrics {
+            function: self.name,
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            latency: LatencyHistogram {
+                buckets,
+                sum: Duration::from_nanos(self.latency_sum_nanos.load(Relaxed)),
+            },
+        }
+    }
+}
+
+/// A point-in-time copy of one function's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionMetrics {
+    /// The function's path, as `crate::module::function`.
+    pub function: &'static str,
+    pub hits: u64,
+    pub misses: u64,
+    pub errors: u64,
+    pub latency: LatencyHistogram,
+}
+
+/// Call durations, bucketed by [`LATENCY_BUCKETS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Calls per bucket (not cumulative); the last entry counts calls slower
+    /// than the last bound.
+    pub buckets: [u64; 15],
+    /// The sum of all call durations.
+    pub sum: Duration,
+}
+
+impl LatencyHistogram {
+    /// The number of calls measured.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// The counters of every cached function that has been called at least once.
+pub fn snapshot() -> Vec<FunctionMetrics> {
+    let sites = REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    sites.into_iter().map(CallSite::metrics).collect()
+}
+
+/// The counters of one function, by its path (`crate::module::function`),
+/// or `None` if it has not been called yet.
+pub fn function(name: &str) -> Option<FunctionMetrics> {
+    snapshot().into_iter().find(|m| m.function == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_lands_in_the_right_bucket() {
+        static SITE: CallSite = CallSite::new("metrics::tests::site");
+        SITE.register();
+        SITE.record_latency(Duration::from_micros(40));
+        SITE.record_latency(Duration::from_micros(50));
+        SITE.record_latency(Duration::from_millis(3));
+        SITE.record_latency(Duration::from_secs(5));
+        let m = function("metrics::tests::site").unwrap();
+        assert_eq!(m.latency.buckets[0], 2, "<= 50 µs");
+        assert_eq!(m.latency.buckets[6], 1, "<= 5 ms");
+        assert_eq!(m.latency.buckets[14], 1, "+Inf");
+        assert_eq!(m.latency.count(), 4);
+    }
+}

@@ -1,0 +1,239 @@
+//! Test support: a real `redis-server` per test, on a free loopback port.
+//!
+//! Each [`RedisServer`] is its own process, so tests are isolated from each
+//! other and can kill, stall (`SIGSTOP`) or restart their server. It is
+//! killed when dropped. There is no mock anywhere: if `redis-server` is not
+//! installed, the test fails and says how to install it.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{Cache, CacheBuilder};
+
+/// A `redis-server` child process on `127.0.0.1:<port>`.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl RedisServer {
+    /// Starts a server on a free port.
+    pub fn start() -> RedisServer {
+        // Another test may take the port between our probe and the server's
+        // bind; the server then exits and we try another one.
+        let mut last_error = String::new();
+        for _ in 0..10 {
+            let port = free_port();
+            match spawn_server(port) {
+                Ok(child) => {
+                    return RedisServer {
+                        port,
+                        child: Some(child),
+                    };
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    /// A port on which nothing listens, for "Redis is absent" tests;
+    /// [`RedisServer::start_on`] can later start a server there.
+    pub fn unused_port() -> u16 {
+        free_port()
+    }
+
+    /// Starts a server on `port`, retrying while the port is still held.
+    pub fn start_on(port: u16) -> RedisServer {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match spawn_server(port) {
+                Ok(child) => {
+                    return RedisServer {
+                        port,
+                        child: Some(child),
+                    };
+                }
+                Err(error) if Instant::now() > deadline => {
+                    panic!("could not start redis-server on port {port}: {error}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A builder for a cache on this server, with a deadline generous enough
+    /// for a loaded CI machine. Tests that measure fault handling set their own.
+    pub fn cache_builder(&self) -> CacheBuilder {
+        Cache::builder()
+            .url(self.url())
+            .deadline(Duration::from_secs(1))
+    }
+
+    /// A cache on this server (see [`RedisServer::cache_builder`]).
+    pub fn cache(&self) -> Cache {
+        self.cache_builder().build().expect("valid cache config")
+    }
+
+    /// A direct, synchronous connection for inspecting and planting entries.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(5)))
+            .expect("connect to the test redis-server")
+    }
+
+    /// Kills the server (`SIGKILL`) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a new, empty server on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        *self = RedisServer::start_on(port);
+    }
+
+    /// Stalls the server with `SIGSTOP`: connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a server stalled by [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server is running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A stopped process ignores nothing but SIGKILL, which is what
+            // `kill` sends, so a paused server is cleaned up too.
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
+        }
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("local addr").port();
+        drop(listener);
+        // Redis Cluster uses port + 10000 for its bus: stay below 55535.
+        if port < 55535 {
+            return port;
+        }
+    }
+}
+
+fn spawn_server(port: u16) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                panic!(
+                    "redis-server is not installed: install it (`apt-get install redis-server`), or run `.ci/run`, which does"
+                );
+            }
+            format!("spawn redis-server: {e}")
+        })?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("redis-server exited with {status} (port {port} taken?)"));
+        }
+        if ping(port) {
+            // The answer must come from our child, not another test's server.
+            return match child.try_wait() {
+                Ok(None) => Ok(child),
+                _ => Err(format!("port {port} is answered by another server")),
+            };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!("redis-server did not answer on port {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; returns
+/// how long it took, or `None`.
+pub async fn eventually<F, Fut>(limit: Duration, mut condition: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if condition().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Counts body runs: pass `&Calls` to a cached function (it is not part of
+/// the key) and bump it in the body.
+#[derive(Default)]
+pub struct Calls(AtomicUsize);
+
+impl Calls {
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
