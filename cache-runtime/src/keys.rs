@@ -74,19 +74,25 @@ struct Escaper<'a>(&'a mut String);
 impl Write for Escaper<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        // Copy runs of unescaped bytes at once: ids and names are mostly such runs.
+        // Copy runs of unescaped bytes at once: ids and names are mostly such
+        // runs. A run is ASCII, so its ends are always char boundaries; the
+        // bytes of a multi-byte character are all escaped one by one.
         let bytes = s.as_bytes();
         let mut run_start = 0;
         for (i, &byte) in bytes.iter().enumerate() {
             if !is_unescaped(byte) {
-                self.0.push_str(&s[run_start..i]);
+                if run_start < i {
+                    self.0.push_str(&s[run_start..i]);
+                }
                 self.0.push('%');
                 self.0.push(HEX[usize::from(byte >> 4)] as char);
                 self.0.push(HEX[usize::from(byte & 0xF)] as char);
                 run_start = i + 1;
             }
         }
-        self.0.push_str(&s[run_start..]);
+        if run_start < bytes.len() {
+            self.0.push_str(&s[run_start..]);
+        }
         Ok(())
     }
 }
@@ -143,6 +149,8 @@ mod tests {
         assert_eq!(escape("x:y"), "x%3Ay");
         assert_eq!(escape("%{}*?\n "), "%25%7B%7D%2A%3F%0A%20");
         assert_eq!(escape("é"), "%C3%A9");
+        assert_eq!(escape("aé"), "a%C3%A9");
+        assert_eq!(escape("éa€b"), "%C3%A9a%E2%82%ACb");
         assert_ne!(
             render(&[Ok("k:"), Err("x:y"), Ok(":"), Err("z")]),
             render(&[Ok("k:"), Err("x"), Ok(":"), Err("y:z")])
