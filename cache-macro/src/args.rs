@@ -1,4 +1,5 @@
-//! The attribute's arguments: `key = "…", ttl = 60, cache_none = true, cache = <expr>`.
+//! The attribute's arguments: `key = "…", ttl = 60, cache_none = true,
+//! cache = <expr>, stale = 300, lock = true, coalesce = false`.
 //!
 //! Parsed by hand, like tracing-attributes: each argument is `name = value`,
 //! an unknown or repeated name is an error spanned at that name, and a value
@@ -12,6 +13,9 @@ mod kw {
     syn::custom_keyword!(ttl);
     syn::custom_keyword!(cache_none);
     syn::custom_keyword!(cache);
+    syn::custom_keyword!(stale);
+    syn::custom_keyword!(lock);
+    syn::custom_keyword!(coalesce);
 }
 
 /// The arguments as written, with their spans; checked by `validate`.
@@ -22,9 +26,13 @@ pub struct CachedArgs {
     /// The keyword too, to point at it when the return type is not an `Option`.
     pub cache_none: Option<(kw::cache_none, LitBool)>,
     pub cache: Option<Expr>,
+    pub stale: Option<LitInt>,
+    pub lock: Option<LitBool>,
+    pub coalesce: Option<LitBool>,
 }
 
-const EXPECTED: &str = "expected `key`, `ttl`, `cache_none` or `cache`";
+const EXPECTED: &str =
+    "expected `key`, `ttl`, `cache_none`, `cache`, `stale`, `lock` or `coalesce`";
 
 impl Parse for CachedArgs {
     fn parse(input: ParseStream) -> syn::Result<Self> {
@@ -51,6 +59,21 @@ impl Parse for CachedArgs {
                 input.parse::<Token![=]>()?;
                 let value: Expr = input.parse()?;
                 set_once(&mut args.cache, value, name.span, "cache")?;
+            } else if lookahead.peek(kw::stale) {
+                let name: kw::stale = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value: LitInt = input.parse()?;
+                set_once(&mut args.stale, value, name.span, "stale")?;
+            } else if lookahead.peek(kw::lock) {
+                let name: kw::lock = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value: LitBool = input.parse()?;
+                set_once(&mut args.lock, value, name.span, "lock")?;
+            } else if lookahead.peek(kw::coalesce) {
+                let name: kw::coalesce = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value: LitBool = input.parse()?;
+                set_once(&mut args.coalesce, value, name.span, "coalesce")?;
             } else if input.peek(syn::Ident) {
                 let unknown: syn::Ident = input.parse()?;
                 return Err(syn::Error::new(

@@ -24,11 +24,10 @@ pub fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
             return with_error(item, error);
         }
     };
-    let plan = syn::parse2::<CachedArgs>(args)
-        .and_then(|args| {
-            let cache = args.cache.clone();
-            validate::validate(args, &function).map(|plan| (plan, cache))
-        });
+    let plan = syn::parse2::<CachedArgs>(args).and_then(|args| {
+        let cache = args.cache.clone();
+        validate::validate(args, &function).map(|plan| (plan, cache))
+    });
     match plan {
         Ok((plan, cache)) => expand(&function, &plan, cache.as_ref()),
         Err(error) => with_error(item, error),
@@ -46,13 +45,13 @@ fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
 //
 // Output:
 //     async fn get_user(db: &Pool, id: i64) -> Result<User, Error> {
-//         static __CACHE_SITE: CallSite = CallSite::new("crate::module::get_user");
+//         static __CACHE_SITE: CallSite = CallSite::new("crate::module::get_user").ttl_secs(60);
 //         assert_storable::<OkValues, Result<User, Error>>();
 //         match CacheSource::cache(&default_cache()) {
 //             __cache_ctx => {
 //                 let __cache_key = { "user:" + escaped(id) };
 //                 cached_call::<OkValues, Result<User, Error>, _>(
-//                     __cache_ctx, &__CACHE_SITE, __cache_key, Some(60 s),
+//                     __cache_ctx, &__CACHE_SITE, __cache_key,
 //                     async move { BODY },
 //                 ).await
 //             }
@@ -73,15 +72,22 @@ fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStr
         ::cache_runtime::__private::assert_storable::<#shape, #return_type>();
     };
     let cache_source = match cache {
-        Some(expr) => quote_spanned!(expr.span()=> ::cache_runtime::__private::CacheSource::cache(&(#expr))),
+        Some(expr) => {
+            quote_spanned!(expr.span()=> ::cache_runtime::__private::CacheSource::cache(&(#expr)))
+        }
         None => quote!(::cache_runtime::__private::CacheSource::cache(
             &::cache_runtime::__private::default_cache()
         )),
     };
     let (capacity_hint, key_parts) = key_parts(plan, &name);
-    let ttl = match plan.ttl_seconds {
-        Some(seconds) => quote!(::core::option::Option::Some(::core::time::Duration::from_secs(#seconds))),
-        None => quote!(::core::option::Option::None),
+    let options = call_options(plan);
+    // With `stale`, the body may run in the background after the caller has
+    // its (stale) value, so it must be `Send + 'static`: that entry point
+    // says so, and the compiler checks it.
+    let entry_point = if plan.stale_seconds.is_some() {
+        format_ident!("cached_call_stale")
+    } else {
+        format_ident!("cached_call")
     };
     // Pins the body's output type, so that `?` and `return` inside the moved
     // block infer as they did in the original function, and type errors in
@@ -100,7 +106,8 @@ fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStr
             static __CACHE_SITE: ::cache_runtime::__private::CallSite =
                 ::cache_runtime::__private::CallSite::new(
                     ::core::concat!(::core::module_path!(), "::", #name)
-                );
+                )
+                #options;
             #storable_check
             match #cache_source {
                 __cache_ctx => {
@@ -110,11 +117,10 @@ fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStr
                         #key_parts
                         __cache_key.finish()
                     };
-                    ::cache_runtime::__private::cached_call::<#shape, #return_type, _>(
+                    ::cache_runtime::__private::#entry_point::<#shape, #return_type, _>(
                         __cache_ctx,
                         &__CACHE_SITE,
                         __cache_key,
-                        #ttl,
                         async move {
                             #fake_return
                             #block
@@ -125,6 +131,25 @@ fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStr
             }
         }
     }
+}
+
+/// `.ttl_secs(60).stale_secs(300).lock(true)`: the attribute's options, set
+/// on the function's `static` call site.
+fn call_options(plan: &Plan) -> TokenStream {
+    let mut options = TokenStream::new();
+    if let Some(seconds) = plan.ttl_seconds {
+        options.extend(quote!(.ttl_secs(#seconds)));
+    }
+    if let Some(seconds) = plan.stale_seconds {
+        options.extend(quote!(.stale_secs(#seconds)));
+    }
+    if plan.lock {
+        options.extend(quote!(.lock(true)));
+    }
+    if !plan.coalesce {
+        options.extend(quote!(.coalesce(false)));
+    }
+    options
 }
 
 fn shape_path(shape: Shape) -> TokenStream {
@@ -159,7 +184,9 @@ fn key_parts(plan: &Plan, function_name: &str) -> (usize, TokenStream) {
                         let value = placeholder_expr(placeholder, template.span);
                         // Spanned at the template, so "doesn't implement
                         // `Display`" points at the key string.
-                        parts.extend(quote_spanned!(template.span=> __cache_key.push_value(&#value);));
+                        parts.extend(
+                            quote_spanned!(template.span=> __cache_key.push_value(&#value);),
+                        );
                     }
                 }
             }

@@ -12,6 +12,9 @@ use crate::template::{self, Segment, Template};
 pub struct Plan {
     pub key: KeyPlan,
     pub ttl_seconds: Option<u64>,
+    pub stale_seconds: Option<u64>,
+    pub lock: bool,
+    pub coalesce: bool,
     pub shape: Shape,
     pub return_type: Type,
     pub has_receiver: bool,
@@ -72,7 +75,13 @@ pub fn validate(args: CachedArgs, function: &ItemFn) -> syn::Result<Plan> {
     let key = match &args.key {
         Some(lit) => match template::parse(lit) {
             Ok(template) => {
-                check_placeholders(&template, &parameters, has_receiver, &sig.ident, &mut errors);
+                check_placeholders(
+                    &template,
+                    &parameters,
+                    has_receiver,
+                    &sig.ident,
+                    &mut errors,
+                );
                 check_delimiters(&template, &mut errors);
                 Some(KeyPlan::Template(template))
             }
@@ -98,23 +107,21 @@ pub fn validate(args: CachedArgs, function: &ItemFn) -> syn::Result<Plan> {
         }
     };
 
-    let ttl_seconds = args.ttl.as_ref().and_then(|lit| match lit.base10_parse::<u64>() {
-        Ok(0) => {
-            errors.at(
-                lit.span(),
-                "`ttl` must be greater than zero: entries are never stored without an expiry",
-            );
-            None
-        }
-        Ok(seconds) if !lit.suffix().is_empty() => {
-            errors.at(lit.span(), "`ttl` is a plain number of seconds, without a suffix");
-            Some(seconds)
-        }
-        Ok(seconds) => Some(seconds),
-        Err(_) => {
-            errors.at(lit.span(), "`ttl` must be a whole number of seconds greater than zero");
-            None
-        }
+    let ttl_seconds = args.ttl.as_ref().and_then(|lit| {
+        seconds(
+            lit,
+            "ttl",
+            "entries are never stored without an expiry",
+            &mut errors,
+        )
+    });
+    let stale_seconds = args.stale.as_ref().and_then(|lit| {
+        seconds(
+            lit,
+            "stale",
+            "leave `stale` out to serve no stale values",
+            &mut errors,
+        )
     });
 
     let mut shape = return_type.as_ref().map_or(Shape::AnyValue, shape_of);
@@ -133,12 +140,43 @@ pub fn validate(args: CachedArgs, function: &ItemFn) -> syn::Result<Plan> {
         (None, Some(key), Some(return_type)) => Ok(Plan {
             key,
             ttl_seconds,
+            stale_seconds,
+            lock: args.lock.as_ref().is_some_and(|lit| lit.value),
+            coalesce: args.coalesce.as_ref().is_none_or(|lit| lit.value),
             shape,
             return_type,
             has_receiver,
         }),
         (Some(error), _, _) => Err(error),
         (None, _, _) => unreachable!("a missing part always comes with an error"),
+    }
+}
+
+/// A whole number of seconds greater than zero, without a suffix.
+fn seconds(lit: &syn::LitInt, name: &str, why_not_zero: &str, errors: &mut Errors) -> Option<u64> {
+    match lit.base10_parse::<u64>() {
+        Ok(0) => {
+            errors.at(
+                lit.span(),
+                format!("`{name}` must be greater than zero: {why_not_zero}"),
+            );
+            None
+        }
+        Ok(seconds) if !lit.suffix().is_empty() => {
+            errors.at(
+                lit.span(),
+                format!("`{name}` is a plain number of seconds, without a suffix"),
+            );
+            Some(seconds)
+        }
+        Ok(seconds) => Some(seconds),
+        Err(_) => {
+            errors.at(
+                lit.span(),
+                format!("`{name}` must be a whole number of seconds greater than zero"),
+            );
+            None
+        }
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec;
+use crate::codec::{self, Decoded};
 use crate::config::{CacheBuilder, Config};
 use crate::connection::Connection;
 use crate::error::{AlreadyInstalled, CacheError, ConfigError};
+use crate::flight::Flights;
 use crate::incident::Incident;
 use crate::keys::{self, KeyBuilder};
 
@@ -27,6 +28,7 @@ pub struct Cache {
 struct Inner {
     config: Config,
     connection: Connection,
+    flights: Arc<Flights>,
 }
 
 impl fmt::Debug for Cache {
@@ -40,7 +42,7 @@ impl fmt::Debug for Cache {
 
 /// What a lookup found.
 pub(crate) enum Lookup<T> {
-    Hit(T),
+    Hit(Decoded<T>),
     /// No entry, or one that no longer decodes.
     Miss,
     /// Redis could not be asked.
@@ -64,7 +66,11 @@ impl Cache {
     pub(crate) fn from_config(config: Config) -> Result<Cache, ConfigError> {
         let connection = Connection::new(&config)?;
         Ok(Cache {
-            inner: Arc::new(Inner { config, connection }),
+            inner: Arc::new(Inner {
+                config,
+                connection,
+                flights: Arc::default(),
+            }),
         })
     }
 
@@ -109,6 +115,7 @@ impl Cache {
                         inner: Arc::new(Inner {
                             connection: Connection::disabled(&fallback),
                             config: fallback,
+                            flights: Arc::default(),
                         }),
                     }
                 }
@@ -148,7 +155,7 @@ impl Cache {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CacheError> {
         let full_key = self.full_key(key);
         match self.send_get(&full_key).await? {
-            Some(bytes) => Ok(self.decode(&bytes)),
+            Some(bytes) => Ok(self.decode(&bytes).map(|decoded| decoded.value)),
             None => Ok(None),
         }
     }
@@ -160,18 +167,38 @@ impl Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<(), CacheError> {
-        let bytes = codec::encode(value).map_err(CacheError::Encode)?;
+        let bytes = codec::encode(value, None).map_err(CacheError::Encode)?;
         self.send_set(&self.full_key(key), &bytes, ttl).await
     }
 
     /// Deletes `key` (see [`Cache::full_key`]). Returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
-        let value = self
-            .inner
-            .connection
-            .send(redis::cmd("DEL").arg(self.full_key(key)))
-            .await?;
+        let value = self.send(redis::cmd("DEL").arg(self.full_key(key))).await?;
         Ok(matches!(value, redis::Value::Int(n) if n > 0))
+    }
+
+    /// Sends one command within the deadline.
+    pub(crate) async fn send(&self, cmd: &redis::Cmd) -> Result<redis::Value, CacheError> {
+        self.inner.connection.send(cmd).await
+    }
+
+    pub(crate) fn flights(&self) -> &Arc<Flights> {
+        &self.inner.flights
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// `ttl` less a random share of up to `ttl_jitter` of it, so that keys
+    /// written together do not expire together; never more than `ttl`.
+    pub(crate) fn jittered(&self, ttl: Duration) -> Duration {
+        let ratio = self.inner.config.ttl_jitter;
+        if ratio == 0.0 {
+            return ttl;
+        }
+        let cut = ttl.mul_f64(ratio * crate::random::unit());
+        ttl.saturating_sub(cut).max(Duration::from_millis(1))
     }
 
     pub(crate) fn key_builder(&self, capacity_hint: usize) -> KeyBuilder {
@@ -202,23 +229,29 @@ impl Cache {
         }
     }
 
-    /// The cached-call store. Returns whether it failed.
-    pub(crate) async fn store<T: Serialize + ?Sized>(
+    /// Encodes a result for storing; logs a failure.
+    pub(crate) fn encode<T: Serialize + ?Sized>(
         &self,
-        full_key: &str,
         value: &T,
-        ttl: Duration,
-    ) -> Result<(), ()> {
-        let bytes = match codec::encode(value) {
-            Ok(bytes) => bytes,
-            Err(error) => {
+        fresh_until: Option<u64>,
+    ) -> Option<Vec<u8>> {
+        codec::encode(value, fresh_until)
+            .map_err(|error| {
                 self.incidents().warn(Incident::Encode, || {
                     format!("the result cannot be serialized, so it is not cached: {error}")
                 });
-                return Err(());
-            }
-        };
-        self.send_set(full_key, &bytes, ttl).await.map_err(|error| {
+            })
+            .ok()
+    }
+
+    /// The cached-call store of an encoded entry. Logs a failure.
+    pub(crate) async fn store(
+        &self,
+        full_key: &str,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<(), ()> {
+        self.send_set(full_key, bytes, ttl).await.map_err(|error| {
             self.incidents().warn(Incident::Store, || {
                 format!(
                     "cache store failed; the result is returned but not cached: {error} (Redis at {})",
@@ -228,7 +261,7 @@ impl Cache {
         })
     }
 
-    async fn send_get(&self, full_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    pub(crate) async fn send_get(&self, full_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let value = self
             .inner
             .connection
@@ -243,7 +276,12 @@ impl Cache {
         })
     }
 
-    async fn send_set(&self, full_key: &str, bytes: &[u8], ttl: Duration) -> Result<(), CacheError> {
+    async fn send_set(
+        &self,
+        full_key: &str,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
         // Never store without an expiry, and never a zero one (an error in Redis).
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         self.inner
@@ -259,7 +297,7 @@ impl Cache {
             .map(drop)
     }
 
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
+    pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<Decoded<T>> {
         match codec::decode(bytes) {
             Ok(value) => Some(value),
             Err(error) => {

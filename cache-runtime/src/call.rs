@@ -1,11 +1,15 @@
 //! The cached-call state machine, plain Rust and testable without the macro.
 //!
 //! ```text
-//! lookup ──hit──────────────────────────────► return the stored value
-//!    │
-//!    ├─miss (absent, expired, undecodable) ─┐
-//!    └─failed (down, deadline, error) ──────┴► run the body ─► store if the
-//!                                                              shape allows ─► return
+//! lookup ─┬─ fresh hit ───────────────────────────────────► return it
+//!         ├─ stale hit (`stale`) ─ spawn one refresh ─────► return it
+//!         └─ miss, or Redis failed
+//!              │ coalescing: join the key's flight
+//!              ├─ follower ─ wait for the leader's entry ─► return it
+//!              └─ leader
+//!                   │ `lock`: take the Redis lock, or wait for its holder's entry
+//!                   └─ run the body ─ share and store the entry if the shape
+//!                                     allows ─────────────► return the result
 //! ```
 //!
 //! Nothing here returns a cache error to the caller: a failed lookup runs the
@@ -14,6 +18,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -21,6 +26,9 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::cache::{Cache, Lookup};
+use crate::codec;
+use crate::flight::{self, FlightState, Joined, LeaderGuard};
+use crate::lock::{HeldLock, LockAttempt};
 use crate::metrics::CallSite;
 
 /// Which results of a function are stored, and in what form.
@@ -93,7 +101,13 @@ impl<T: Serialize + DeserializeOwned> Shape<T> for AnyValue {
 /// How one cached call ended, as recorded on its span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// A fresh value from Redis.
     Hit,
+    /// A stale value from Redis (`stale = …`); a background refresh runs.
+    Stale,
+    /// No usable entry; another caller ran the body and this one got its value.
+    Coalesced,
+    /// No usable entry; this caller ran the body.
     Miss,
     /// Redis could not be used; the body ran uncached.
     Error,
@@ -103,6 +117,8 @@ impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
+            Outcome::Stale => "stale",
+            Outcome::Coalesced => "coalesced",
             Outcome::Miss => "miss",
             Outcome::Error => "error",
         }
@@ -137,19 +153,67 @@ pub async fn track_outcome<F: Future>(future: F) -> (F::Output, Option<Outcome>)
 
 /// Runs one cached call: the lookup, then on a miss the body and the store.
 ///
-/// `key` is the full key (prefix included, see [`Cache::key_builder`]); `ttl`
-/// of `None` means the cache's default TTL.
+/// `key` is the full key (prefix included, see [`Cache::key_builder`]).
 pub async fn cached_call<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     key: String,
-    ttl: Option<Duration>,
     body: Fut,
 ) -> R
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
+    observe(site, async {
+        match cache.lookup::<S::Stored>(&key).await {
+            // Without `stale`, entries carry no freshness: every hit is fresh.
+            Lookup::Hit(entry) => {
+                site.record_hit();
+                (S::from_stored(entry.value), Outcome::Hit)
+            }
+            lookup => fill::<S, R, Fut>(cache, site, &key, lookup, body).await,
+        }
+    })
+    .await
+}
+
+/// [`cached_call`] for functions with `stale = …`: a stale entry is returned
+/// at once while the body runs in the background, which is why the body must
+/// be `Send + 'static` here.
+pub async fn cached_call_stale<S, R, Fut>(
+    cache: &Cache,
+    site: &'static CallSite,
+    key: String,
+    body: Fut,
+) -> R
+where
+    S: Shape<R>,
+    S::Stored: Send,
+    R: Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    observe(site, async {
+        match cache.lookup::<S::Stored>(&key).await {
+            Lookup::Hit(entry) => {
+                let fresh = entry
+                    .fresh_until
+                    .is_none_or(|until| codec::now_millis() < until);
+                if fresh {
+                    site.record_hit();
+                    return (S::from_stored(entry.value), Outcome::Hit);
+                }
+                site.record_stale_hit();
+                spawn_refresh::<S, R, Fut>(cache, site, key, body);
+                (S::from_stored(entry.value), Outcome::Stale)
+            }
+            lookup => fill::<S, R, Fut>(cache, site, &key, lookup, body).await,
+        }
+    })
+    .await
+}
+
+/// Wraps a call in its span, and records its outcome and latency.
+async fn observe<R>(site: &'static CallSite, call: impl Future<Output = (R, Outcome)>) -> R {
     site.register();
     let span = tracing::debug_span!(
         "redis_cached",
@@ -159,33 +223,8 @@ where
     );
     let record_span = span.clone();
     let started = Instant::now();
-    let (result, outcome) = async {
-        let outcome = match cache.lookup::<S::Stored>(&key).await {
-            Lookup::Hit(stored) => return (S::from_stored(stored), Outcome::Hit),
-            Lookup::Miss => {
-                site.record_miss();
-                Outcome::Miss
-            }
-            Lookup::Failed => {
-                site.record_error();
-                Outcome::Error
-            }
-        };
-        let result = body.await;
-        if let Some(stored) = S::storable(&result) {
-            let ttl = ttl.unwrap_or_else(|| cache.default_ttl());
-            if cache.store(&key, stored, ttl).await.is_err() && outcome != Outcome::Error {
-                site.record_error();
-            }
-        }
-        (result, outcome)
-    }
-    .instrument(span)
-    .await;
+    let (result, outcome) = call.instrument(span).await;
     let elapsed = started.elapsed();
-    if outcome == Outcome::Hit {
-        site.record_hit();
-    }
     site.record_latency(elapsed);
     let _ = OUTCOME.try_with(|tracked| tracked.set(Some(outcome)));
     record_span.record("outcome", outcome.as_str());
@@ -194,4 +233,256 @@ where
         u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
     );
     result
+}
+
+/// After a miss or a failed lookup: coalesce with other callers of the key,
+/// or run the body.
+async fn fill<S, R, Fut>(
+    cache: &Cache,
+    site: &'static CallSite,
+    key: &str,
+    lookup: Lookup<S::Stored>,
+    body: Fut,
+) -> (R, Outcome)
+where
+    S: Shape<R>,
+    Fut: Future<Output = R>,
+{
+    let redis_failed = matches!(lookup, Lookup::Failed);
+    if redis_failed {
+        site.record_error();
+    } else {
+        site.record_miss();
+    }
+    if !site.options.coalesce {
+        return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None).await;
+    }
+    loop {
+        match cache.flights().join(key) {
+            Joined::Leader(guard) => {
+                return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, Some(guard))
+                    .await;
+            }
+            Joined::Follower(receiver) => match flight::follow(receiver).await {
+                FlightState::Done(bytes) => {
+                    if let Some(entry) = cache.decode::<S::Stored>(&bytes) {
+                        site.record_coalesced();
+                        return (S::from_stored(entry.value), Outcome::Coalesced);
+                    }
+                    return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None).await;
+                }
+                // The leader's result was not shareable (or it panicked): run
+                // our own body now rather than queue behind another leader.
+                FlightState::Released => {
+                    return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None).await;
+                }
+                // The leader was cancelled: take over, or follow whoever did.
+                FlightState::Abandoned | FlightState::Running => continue,
+            },
+        }
+    }
+}
+
+/// The leader's part (or an uncoalesced caller's): with `lock`, first make
+/// sure no other process is already running the body for this key; then run
+/// it, share the entry with followers and store it.
+async fn run_body<S, R, Fut>(
+    cache: &Cache,
+    site: &'static CallSite,
+    key: &str,
+    redis_failed: bool,
+    body: Fut,
+    flight: Option<LeaderGuard>,
+) -> (R, Outcome)
+where
+    S: Shape<R>,
+    Fut: Future<Output = R>,
+{
+    let outcome = if redis_failed {
+        Outcome::Error
+    } else {
+        Outcome::Miss
+    };
+    let mut held = None;
+    if site.options.lock && !redis_failed {
+        match wait_for_lock(cache, key).await {
+            LockWait::Held(lock) => held = Some(lock),
+            LockWait::Entry(bytes) => {
+                if let Some(entry) = cache.decode::<S::Stored>(&bytes) {
+                    if let Some(flight) = flight {
+                        flight.finish(FlightState::Done(Arc::from(bytes)));
+                    }
+                    site.record_coalesced();
+                    return (S::from_stored(entry.value), Outcome::Coalesced);
+                }
+            }
+            LockWait::GaveUp => {}
+        }
+    }
+    let result = body.await;
+    let entry = entry_of::<S, R>(cache, site, &result);
+    if share_and_store(cache, key, entry, flight, redis_failed).await {
+        site.record_error();
+    }
+    if let Some(lock) = held {
+        lock.release().await;
+    }
+    (result, outcome)
+}
+
+/// What to store for a result.
+enum Entry {
+    /// The shape stores nothing for this result (`Err`, `None`).
+    Nothing,
+    /// It could not be serialized (logged).
+    Unencodable,
+    /// The encoded entry and its Redis TTL (`ttl` less jitter, plus `stale`).
+    Ready {
+        bytes: Arc<[u8]>,
+        redis_ttl: Duration,
+    },
+}
+
+fn entry_of<S: Shape<R>, R>(cache: &Cache, site: &CallSite, result: &R) -> Entry {
+    let Some(stored) = S::storable(result) else {
+        return Entry::Nothing;
+    };
+    let ttl = site_ttl(cache, site);
+    let stale = Duration::from_secs(site.options.stale_secs);
+    let fresh_until = (!stale.is_zero()).then(|| {
+        codec::now_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    });
+    match cache.encode(stored, fresh_until) {
+        Some(bytes) => Entry::Ready {
+            bytes: bytes.into(),
+            redis_ttl: ttl + stale,
+        },
+        None => Entry::Unencodable,
+    }
+}
+
+/// Shows the entry to the flight's followers, stores it, and closes the
+/// flight. Returns whether a store was needed and failed.
+async fn share_and_store(
+    cache: &Cache,
+    key: &str,
+    entry: Entry,
+    flight: Option<LeaderGuard>,
+    redis_failed: bool,
+) -> bool {
+    let store_failed = match entry {
+        Entry::Nothing => false,
+        Entry::Unencodable => true,
+        Entry::Ready { bytes, redis_ttl } => {
+            // Followers get the entry now; the flight stays open until the
+            // store is done, so that nobody arriving meanwhile misses and
+            // runs the body again.
+            if let Some(flight) = &flight {
+                flight.publish(FlightState::Done(bytes.clone()));
+            }
+            // With Redis failing, the lookup has already been counted.
+            !redis_failed && cache.store(key, &bytes, redis_ttl).await.is_err()
+        }
+    };
+    if let Some(flight) = flight {
+        flight.finish(FlightState::Released);
+    }
+    store_failed
+}
+
+/// The function's TTL, less jitter.
+fn site_ttl(cache: &Cache, site: &CallSite) -> Duration {
+    let ttl = match site.options.ttl_secs {
+        0 => cache.default_ttl(),
+        seconds => Duration::from_secs(seconds),
+    };
+    cache.jittered(ttl)
+}
+
+enum LockWait {
+    Held(HeldLock),
+    /// Another process stored the entry while we waited.
+    Entry(Vec<u8>),
+    /// No lock and no entry within `lock_wait`, or Redis failed: run the body.
+    GaveUp,
+}
+
+/// How often a process waiting for the lock holder looks for its entry.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
+/// Takes the key's lock, or waits (at most `lock_wait`) for the holder's
+/// entry, taking the lock over if the holder gives it up without storing.
+async fn wait_for_lock(cache: &Cache, key: &str) -> LockWait {
+    let config = cache.config();
+    let give_up_at = Instant::now() + config.lock_wait;
+    loop {
+        match cache.try_lock(key, config.lock_lease).await {
+            LockAttempt::Acquired(lock) => {
+                // The previous holder may have stored and released between
+                // our lookup and our lock: check once more before running.
+                return match cache.send_get(key).await {
+                    Ok(Some(bytes)) => {
+                        lock.release().await;
+                        LockWait::Entry(bytes)
+                    }
+                    _ => LockWait::Held(lock),
+                };
+            }
+            LockAttempt::Failed => return LockWait::GaveUp,
+            LockAttempt::Busy => {}
+        }
+        if Instant::now() + LOCK_POLL > give_up_at {
+            return LockWait::GaveUp;
+        }
+        tokio::time::sleep(LOCK_POLL).await;
+        match cache.send_get(key).await {
+            Ok(Some(bytes)) => return LockWait::Entry(bytes),
+            Ok(None) => {}
+            Err(_) => return LockWait::GaveUp,
+        }
+    }
+}
+
+/// Starts the one background refresh of a stale key, unless one is already
+/// running in this process (or, with `lock`, in another).
+fn spawn_refresh<S, R, Fut>(cache: &Cache, site: &'static CallSite, key: String, body: Fut)
+where
+    S: Shape<R>,
+    S::Stored: Send,
+    R: Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let Joined::Leader(flight) = cache.flights().join(&key) else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let cache = cache.clone();
+    let span = tracing::debug_span!("redis_cached_refresh", function = site.name());
+    runtime.spawn(
+        async move {
+            let held = if site.options.lock {
+                match cache.try_lock(&key, cache.config().lock_lease).await {
+                    LockAttempt::Acquired(lock) => Some(lock),
+                    // Another process refreshes it; or Redis fails, and the
+                    // store would fail too.
+                    LockAttempt::Busy | LockAttempt::Failed => return,
+                }
+            } else {
+                None
+            };
+            site.record_refresh();
+            let result = body.await;
+            let entry = entry_of::<S, R>(&cache, site, &result);
+            drop(result);
+            if share_and_store(&cache, &key, entry, Some(flight), false).await {
+                site.record_error();
+            }
+            if let Some(lock) = held {
+                lock.release().await;
+            }
+        }
+        .instrument(span),
+    );
 }

@@ -1,6 +1,8 @@
 //! The stored format: JSON in a small, versioned envelope.
 //!
-//! `redis-cli GET user:42` shows `{"v":1,"data":{"id":42,…}}`. The version
+//! `redis-cli GET user:42` shows `{"v":1,"data":{"id":42,…}}`. Functions with
+//! `stale = …` also store when the value stops being fresh, in milliseconds
+//! since the Unix epoch: `{"v":1,"exp":1764150000000,"data":…}`. The version
 //! lets a future release change the layout; an entry with any other version,
 //! or whose `data` no longer matches the Rust type (the struct changed), is
 //! treated as a miss and overwritten by the next store.
@@ -14,19 +16,35 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Serialize)]
 struct EnvelopeRef<'a, T: ?Sized> {
     v: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
     data: &'a T,
 }
 
 #[derive(Deserialize)]
 struct Envelope<T> {
     v: u32,
+    #[serde(default)]
+    exp: Option<u64>,
     data: T,
 }
 
+/// A decoded entry.
+pub struct Decoded<T> {
+    pub value: T,
+    /// When the value stops being fresh (ms since the Unix epoch), for
+    /// entries written with `stale`.
+    pub fresh_until: Option<u64>,
+}
+
 /// Serializes `value` inside the envelope.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+pub fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    fresh_until: Option<u64>,
+) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&EnvelopeRef {
         v: FORMAT_VERSION,
+        exp: fresh_until,
         data: value,
     })
 }
@@ -53,12 +71,22 @@ impl std::fmt::Display for DecodeError {
 }
 
 /// Decodes an entry written by [`encode`].
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<T>, DecodeError> {
     let envelope: Envelope<T> = serde_json::from_slice(bytes).map_err(DecodeError::Json)?;
     if envelope.v != FORMAT_VERSION {
         return Err(DecodeError::Version(envelope.v));
     }
-    Ok(envelope.data)
+    Ok(Decoded {
+        value: envelope.data,
+        fresh_until: envelope.exp,
+    })
+}
+
+/// Milliseconds since the Unix epoch, the unit of `exp`.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -67,9 +95,20 @@ mod tests {
 
     #[test]
     fn round_trips_and_is_readable() {
-        let bytes = encode(&vec![1, 2, 3]).unwrap();
-        assert_eq!(std::str::from_utf8(&bytes).unwrap(), r#"{"v":1,"data":[1,2,3]}"#);
-        assert_eq!(decode::<Vec<i32>>(&bytes).unwrap(), vec![1, 2, 3]);
+        let bytes = encode(&vec![1, 2, 3], None).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"data":[1,2,3]}"#
+        );
+        let decoded = decode::<Vec<i32>>(&bytes).unwrap();
+        assert_eq!((decoded.value, decoded.fresh_until), (vec![1, 2, 3], None));
+
+        let bytes = encode("x", Some(17)).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"exp":17,"data":"x"}"#
+        );
+        assert_eq!(decode::<String>(&bytes).unwrap().fresh_until, Some(17));
     }
 
     #[test]
@@ -82,6 +121,9 @@ mod tests {
             decode::<i32>(br#"{"v":1,"data":"x"}"#),
             Err(DecodeError::Json(_))
         ));
-        assert!(matches!(decode::<i32>(b"\xff\x00"), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            decode::<i32>(b"\xff\x00"),
+            Err(DecodeError::Json(_))
+        ));
     }
 }

@@ -21,6 +21,15 @@ pub const DEFAULT_MAX_KEY_LEN: usize = 256;
 pub const DEFAULT_MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 /// The shortest interval between two log lines about the same kind of incident.
 pub const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// The largest share of a TTL taken off at random, so that keys written
+/// together do not all expire together.
+pub const DEFAULT_TTL_JITTER: f64 = 0.1;
+/// How long a `lock = true` lock lives unless released: the bound on how long
+/// a crashed holder can keep other processes waiting.
+pub const DEFAULT_LOCK_LEASE: Duration = Duration::from_secs(10);
+/// How long a process waits for the lock holder's value before it runs the
+/// body itself.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything a [`Cache`](crate::Cache) needs, validated.
 #[derive(Clone)]
@@ -34,6 +43,9 @@ pub(crate) struct Config {
     pub(crate) max_key_len: usize,
     pub(crate) max_reconnect_backoff: Duration,
     pub(crate) log_interval: Duration,
+    pub(crate) ttl_jitter: f64,
+    pub(crate) lock_lease: Duration,
+    pub(crate) lock_wait: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -47,6 +59,9 @@ impl fmt::Debug for Config {
             .field("max_key_len", &self.max_key_len)
             .field("max_reconnect_backoff", &self.max_reconnect_backoff)
             .field("log_interval", &self.log_interval)
+            .field("ttl_jitter", &self.ttl_jitter)
+            .field("lock_lease", &self.lock_lease)
+            .field("lock_wait", &self.lock_wait)
             .finish()
     }
 }
@@ -77,6 +92,9 @@ pub struct CacheBuilder {
     max_key_len: Option<usize>,
     max_reconnect_backoff: Option<Duration>,
     log_interval: Option<Duration>,
+    ttl_jitter: Option<f64>,
+    lock_lease: Option<Duration>,
+    lock_wait: Option<Duration>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -145,6 +163,28 @@ impl CacheBuilder {
         self
     }
 
+    /// The largest share of each TTL taken off at random, from 0 (no jitter)
+    /// to 0.5. The stored TTL never exceeds the one asked for (plus `stale`).
+    /// Default: [`DEFAULT_TTL_JITTER`].
+    pub fn ttl_jitter(mut self, ratio: f64) -> Self {
+        self.ttl_jitter = Some(ratio);
+        self
+    }
+
+    /// How long the `lock = true` lock lives unless released.
+    /// Default: [`DEFAULT_LOCK_LEASE`].
+    pub fn lock_lease(mut self, lease: Duration) -> Self {
+        self.lock_lease = Some(lease);
+        self
+    }
+
+    /// How long a process waits for another process's value under
+    /// `lock = true` before it runs the body itself. Default: [`DEFAULT_LOCK_WAIT`].
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = Some(wait);
+        self
+    }
+
     /// Validates the configuration and creates the cache. It connects in the
     /// background: this returns at once, and never fails because Redis is down.
     pub fn build(self) -> Result<crate::Cache, ConfigError> {
@@ -196,6 +236,12 @@ impl CacheBuilder {
                 "max_reconnect_backoff",
             )?,
             log_interval: self.log_interval.unwrap_or(DEFAULT_LOG_INTERVAL),
+            ttl_jitter: match self.ttl_jitter.unwrap_or(DEFAULT_TTL_JITTER) {
+                ratio if (0.0..=0.5).contains(&ratio) => ratio,
+                ratio => return Err(ConfigError::InvalidJitter { ratio }),
+            },
+            lock_lease: positive(self.lock_lease, DEFAULT_LOCK_LEASE, "lock_lease")?,
+            lock_wait: positive(self.lock_wait, DEFAULT_LOCK_WAIT, "lock_wait")?,
         })
     }
 }
@@ -250,7 +296,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
         assert_eq!(
             redact_url("redis://app:s3cret@host:6379/2"),
             "redis://app:***@host:6379/2"
@@ -267,7 +316,12 @@ mod tests {
             .deadline(Duration::ZERO)
             .into_config()
             .unwrap_err();
-        assert_eq!(err, ConfigError::ZeroDuration { setting: "deadline" });
+        assert_eq!(
+            err,
+            ConfigError::ZeroDuration {
+                setting: "deadline"
+            }
+        );
         assert!(matches!(
             CacheBuilder::default().max_key_len(10).into_config(),
             Err(ConfigError::MaxKeyLenTooSmall { .. })

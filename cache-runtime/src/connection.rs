@@ -364,7 +364,7 @@ async fn connect(
 
 /// The runtime that drives every connection: one thread, for the whole
 /// process, so that connections outlive the runtimes of their callers.
-fn io_runtime() -> Result<&'static tokio::runtime::Handle, &'static str> {
+pub(crate) fn io_runtime() -> Result<&'static tokio::runtime::Handle, &'static str> {
     static IO: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
     IO.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -8,9 +8,11 @@ use std::fmt;
 use std::time::Duration;
 
 /// A configuration that cannot work, reported by [`CacheBuilder::build`](crate::CacheBuilder::build).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// `ttl_jitter` outside `0.0..=0.5`.
+    InvalidJitter { ratio: f64 },
     /// The Redis URL could not be parsed. The URL in the message has its password redacted.
     InvalidUrl { url: String, reason: String },
     /// A duration setting that must be positive was zero.
@@ -18,7 +20,10 @@ pub enum ConfigError {
     /// `max_key_len` is too small to hold a hashed key.
     MaxKeyLenTooSmall { requested: usize, minimum: usize },
     /// The key prefix contains characters that would make keys ambiguous.
-    InvalidPrefix { prefix: String, reason: &'static str },
+    InvalidPrefix {
+        prefix: String,
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -26,6 +31,9 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::InvalidUrl { url, reason } => {
                 write!(f, "invalid Redis URL `{url}`: {reason}")
+            }
+            ConfigError::InvalidJitter { ratio } => {
+                write!(f, "`ttl_jitter` must be between 0.0 and 0.5, not {ratio}")
             }
             ConfigError::ZeroDuration { setting } => {
                 write!(f, "`{setting}` must be greater than zero")

@@ -37,12 +37,11 @@ pub(crate) struct Incidents {
 
 impl Incidents {
     pub(crate) fn new(interval: Duration) -> Self {
-        const ZERO: AtomicU64 = AtomicU64::new(0);
         Incidents {
             interval,
             origin: Instant::now(),
-            last_logged: [ZERO; KINDS],
-            suppressed: [ZERO; KINDS],
+            last_logged: [const { AtomicU64::new(0) }; KINDS],
+            suppressed: [const { AtomicU64::new(0) }; KINDS],
         }
     }
 

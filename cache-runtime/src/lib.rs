@@ -28,9 +28,12 @@ mod codec;
 mod config;
 mod connection;
 mod error;
+mod flight;
 mod incident;
 mod keys;
+mod lock;
 pub mod metrics;
+mod random;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -40,8 +43,9 @@ pub use cache::{Cache, escape_key_part};
 pub use call::{Outcome, track_outcome};
 pub use codec::FORMAT_VERSION;
 pub use config::{
-    CacheBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEADLINE, DEFAULT_LOG_INTERVAL,
-    DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_RECONNECT_BACKOFF, DEFAULT_TTL, DEFAULT_URL, redact_url,
+    CacheBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEADLINE, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT,
+    DEFAULT_LOG_INTERVAL, DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_RECONNECT_BACKOFF, DEFAULT_TTL,
+    DEFAULT_TTL_JITTER, DEFAULT_URL, redact_url,
 };
 pub use error::{AlreadyInstalled, CacheError, ConfigError};
 

@@ -6,8 +6,13 @@
 //!
 //! What is counted:
 //! - `hits`: calls answered from Redis without running the body;
+//! - `stale_hits`: calls answered with a stale value (`stale = …`) while a
+//!   background refresh runs; not counted in `hits`;
+//! - `coalesced`: calls that waited for another caller's run of the body
+//!   (in this process, or in another one holding the `lock`);
 //! - `misses`: calls that found no usable entry (absent, expired, or no longer
-//!   decodable) and ran the body;
+//!   decodable) and ran the body, or waited for another caller's run;
+//! - `refreshes`: background refreshes of stale values;
 //! - `errors`: failed Redis operations (unreachable, deadline passed, server
 //!   error). A call whose lookup failed ran its body and counts here, not as a
 //!   miss; a miss whose store then failed counts in both.
@@ -20,8 +25,8 @@ use std::time::Duration;
 /// Upper bounds (inclusive) of the latency histogram's buckets, in seconds.
 /// The last, implicit bucket is `+Inf`.
 pub const LATENCY_BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
 ];
 const BUCKET_NANOS: [u64; 14] = {
     let mut nanos = [0u64; 14];
@@ -33,15 +38,31 @@ const BUCKET_NANOS: [u64; 14] = {
     nanos
 };
 
-/// The counters of one cached function. Created by the macro as a `static`.
+/// One cached function: its options and its counters. The macro creates one
+/// per function, as a `static`.
 pub struct CallSite {
     name: &'static str,
+    pub(crate) options: CallOptions,
     registered: AtomicBool,
     hits: AtomicU64,
+    stale_hits: AtomicU64,
+    coalesced: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
+    refreshes: AtomicU64,
     latency_buckets: [AtomicU64; 15],
     latency_sum_nanos: AtomicU64,
+}
+
+/// The attribute's options, fixed at compile time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallOptions {
+    /// `ttl`, in seconds; 0 for the cache's default.
+    pub(crate) ttl_secs: u64,
+    /// `stale`, in seconds; 0 for none.
+    pub(crate) stale_secs: u64,
+    pub(crate) lock: bool,
+    pub(crate) coalesce: bool,
 }
 
 static REGISTRY: Mutex<Vec<&'static CallSite>> = Mutex::new(Vec::new());
@@ -49,16 +70,48 @@ static REGISTRY: Mutex<Vec<&'static CallSite>> = Mutex::new(Vec::new());
 impl CallSite {
     #[doc(hidden)]
     pub const fn new(name: &'static str) -> Self {
-        const ZERO: AtomicU64 = AtomicU64::new(0);
         CallSite {
             name,
+            options: CallOptions {
+                ttl_secs: 0,
+                stale_secs: 0,
+                lock: false,
+                coalesce: true,
+            },
             registered: AtomicBool::new(false),
-            hits: ZERO,
-            misses: ZERO,
-            errors: ZERO,
-            latency_buckets: [ZERO; 15],
-            latency_sum_nanos: ZERO,
+            hits: AtomicU64::new(0),
+            stale_hits: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            latency_buckets: [const { AtomicU64::new(0) }; 15],
+            latency_sum_nanos: AtomicU64::new(0),
         }
+    }
+
+    #[doc(hidden)]
+    pub const fn ttl_secs(mut self, seconds: u64) -> Self {
+        self.options.ttl_secs = seconds;
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn stale_secs(mut self, seconds: u64) -> Self {
+        self.options.stale_secs = seconds;
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn lock(mut self, lock: bool) -> Self {
+        self.options.lock = lock;
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn coalesce(mut self, coalesce: bool) -> Self {
+        self.options.coalesce = coalesce;
+        self
     }
 
     /// The function's path, as `crate::module::function`.
@@ -78,6 +131,18 @@ impl CallSite {
 
     pub(crate) fn record_hit(&self) {
         self.hits.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_stale_hit(&self) {
+        self.stale_hits.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_coalesced(&self) {
+        self.coalesced.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_refresh(&self) {
+        self.refreshes.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn record_miss(&self) {
@@ -104,8 +169,11 @@ impl CallSite {
         FunctionMetrics {
             function: self.name,
             hits: self.hits.load(Relaxed),
+            stale_hits: self.stale_hits.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
             misses: self.misses.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
             latency: LatencyHistogram {
                 buckets,
                 sum: Duration::from_nanos(self.latency_sum_nanos.load(Relaxed)),
@@ -120,8 +188,11 @@ pub struct FunctionMetrics {
     /// The function's path, as `crate::module::function`.
     pub function: &'static str,
     pub hits: u64,
+    pub stale_hits: u64,
+    pub coalesced: u64,
     pub misses: u64,
     pub errors: u64,
+    pub refreshes: u64,
     pub latency: LatencyHistogram,
 }
 

@@ -3,10 +3,12 @@
 
 use std::sync::{Arc, LazyLock};
 
-pub use crate::call::{AnyValue, OkValues, OptionValues, Shape, SomeValues, cached_call};
+use crate::Cache;
+pub use crate::call::{
+    AnyValue, OkValues, OptionValues, Shape, SomeValues, cached_call, cached_call_stale,
+};
 pub use crate::keys::KeyBuilder;
 pub use crate::metrics::CallSite;
-use crate::Cache;
 
 /// The process-wide default cache.
 #[inline]

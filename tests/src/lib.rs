@@ -177,7 +177,9 @@ fn spawn_server(port: u16) -> Result<Child, String> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("redis-server exited with {status} (port {port} taken?)"));
+            return Err(format!(
+                "redis-server exited with {status} (port {port} taken?)"
+            ));
         }
         if ping(port) {
             // The answer must come from our child, not another test's server.

@@ -21,10 +21,16 @@ async fn a_bad_url_is_reported_clearly_and_a_bad_redis_url_disables_caching() {
     };
     assert_eq!(url, "redis://app:***@[::1:6379");
     let message = error.to_string();
-    assert!(message.starts_with("invalid Redis URL `redis://app:***@[::1:6379`: "), "{message}");
+    assert!(
+        message.starts_with("invalid Redis URL `redis://app:***@[::1:6379`: "),
+        "{message}"
+    );
     assert!(!message.contains("hunter2") && !format!("{error:?}").contains("hunter2"));
 
-    let error = Cache::builder().url("http://example.com").build().unwrap_err();
+    let error = Cache::builder()
+        .url("http://example.com")
+        .build()
+        .unwrap_err();
     assert!(matches!(error, ConfigError::InvalidUrl { .. }), "{error}");
 
     // SAFETY: single-test binary; nothing else reads the environment yet.

@@ -76,7 +76,10 @@ async fn redis_absent_at_start_then_started() {
         caching_works(&cache, &calls, id)
     })
     .await;
-    assert!(resumed.is_some(), "caching did not resume once Redis started");
+    assert!(
+        resumed.is_some(),
+        "caching did not resume once Redis started"
+    );
     assert!(cache.is_connected());
 }
 
@@ -101,7 +104,10 @@ async fn redis_killed_mid_run_then_restarted() {
         caching_works(&cache, &calls, id)
     })
     .await;
-    assert!(resumed.is_some(), "caching did not resume after the restart");
+    assert!(
+        resumed.is_some(),
+        "caching did not resume after the restart"
+    );
 }
 
 #[tokio::test]
@@ -121,7 +127,10 @@ async fn redis_restarted_while_idle_is_reconnected_before_the_next_call() {
     assert!(reconnected.is_some());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(cache.is_connected(), "the new connection stays up");
-    assert!(caching_works(&cache, &calls, 2).await, "the first calls already cache");
+    assert!(
+        caching_works(&cache, &calls, 2).await,
+        "the first calls already cache"
+    );
 }
 
 #[tokio::test]
@@ -172,7 +181,10 @@ async fn redis_out_of_memory() {
         .expect("counters")
         .errors;
     assert!(errors >= 5, "failed stores are counted: {errors}");
-    assert!(cache.is_connected(), "an OOM reply does not take the connection down");
+    assert!(
+        cache.is_connected(),
+        "an OOM reply does not take the connection down"
+    );
 
     let _: () = redis::cmd("CONFIG")
         .arg(&["SET", "maxmemory", "0"][..])

@@ -32,7 +32,13 @@ async fn the_second_call_is_a_hit() {
     let first = get_user(&cache, &calls, 42).await;
     let second = get_user(&cache, &calls, 42).await;
 
-    assert_eq!(first, User { id: 42, name: "user 42".into() });
+    assert_eq!(
+        first,
+        User {
+            id: 42,
+            name: "user 42".into()
+        }
+    );
     assert_eq!(second, first);
     assert_eq!(calls.get(), 1, "the body ran once");
 }
@@ -59,8 +65,8 @@ async fn the_entry_is_readable_json_under_the_rendered_key() {
     assert_eq!(stored, r#"{"v":1,"data":{"id":42,"name":"user 42"}}"#);
     let ttl_ms: i64 = server.client().pttl("user:42").unwrap();
     assert!(
-        (59_000..=60_000).contains(&ttl_ms),
-        "stored with the attribute's TTL: {ttl_ms} ms"
+        (53_000..=60_000).contains(&ttl_ms),
+        "stored with the attribute's TTL, less at most 10% jitter: {ttl_ms} ms"
     );
 }
 
@@ -111,5 +117,39 @@ async fn without_ttl_the_cache_default_applies_and_nothing_is_stored_forever() {
     default_ttl(&cache, 3).await;
 
     let ttl_ms: i64 = server.client().pttl("default-ttl:3").unwrap();
-    assert!((119_000..=120_000).contains(&ttl_ms), "{ttl_ms} ms");
+    assert!((107_000..=120_000).contains(&ttl_ms), "{ttl_ms} ms");
+}
+
+#[redis_cached(key = "jitter:{id}", ttl = 100, cache = cache)]
+async fn jittered(cache: &Cache, id: u32) -> u32 {
+    id
+}
+
+#[tokio::test]
+async fn keys_written_together_get_different_ttls_never_above_the_one_asked_for() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    for id in 0..50 {
+        jittered(&cache, id).await;
+    }
+    let mut client = server.client();
+    let mut ttls: Vec<i64> = (0..50)
+        .map(|id| client.pttl(format!("jitter:{id}")).unwrap())
+        .collect();
+    assert!(
+        ttls.iter().all(|ttl| (89_000..=100_000).contains(ttl)),
+        "{ttls:?}"
+    );
+    ttls.sort();
+    ttls.dedup_by(|a, b| (*a - *b).abs() < 50);
+    assert!(ttls.len() >= 20, "expiries are spread out: {ttls:?}");
+}
+
+#[tokio::test]
+async fn jitter_can_be_turned_off() {
+    let server = RedisServer::start();
+    let cache = server.cache_builder().ttl_jitter(0.0).build().unwrap();
+    jittered(&cache, 1).await;
+    let ttl_ms: i64 = server.client().pttl("jitter:1").unwrap();
+    assert!((99_000..=100_000).contains(&ttl_ms), "{ttl_ms} ms");
 }

@@ -33,7 +33,9 @@ async fn values_that_contain_the_delimiter_do_not_collide() {
 async fn special_characters_are_escaped() {
     let server = RedisServer::start();
     let cache = server.cache();
-    let tricky = ["%", "%25", "{", "}", "{tag}", "*", "?", "[a]", "\n", " ", "", "é", "\0"];
+    let tricky = [
+        "%", "%25", "{", "}", "{tag}", "*", "?", "[a]", "\n", " ", "", "é", "\0",
+    ];
     for (i, a) in tricky.iter().enumerate() {
         assert_eq!(echo(&cache, a, "b").await.0, *a, "value #{i}");
     }
@@ -44,12 +46,19 @@ async fn special_characters_are_escaped() {
     assert_eq!(keys.len(), tricky.len(), "one key per value: {keys:?}");
     for key in &keys {
         assert!(
-            key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.%:".contains(&b)),
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.%:".contains(&b)),
             "{key:?} holds an unescaped byte"
         );
     }
-    assert!(keys.contains(&"k:%7Btag%7D:b".to_owned()), "no hash tag: {keys:?}");
-    assert!(keys.contains(&"k::b".to_owned()), "the empty string: {keys:?}");
+    assert!(
+        keys.contains(&"k:%7Btag%7D:b".to_owned()),
+        "no hash tag: {keys:?}"
+    );
+    assert!(
+        keys.contains(&"k::b".to_owned()),
+        "the empty string: {keys:?}"
+    );
 }
 
 #[tokio::test]
@@ -58,7 +67,11 @@ async fn every_byte_value_gets_its_own_key() {
     let cache = server.cache();
     for byte in 0..=255u8 {
         let a = String::from_utf8_lossy(&[byte]).into_owned();
-        let a = if byte < 128 { a } else { char::from(byte).to_string() };
+        let a = if byte < 128 {
+            a
+        } else {
+            char::from(byte).to_string()
+        };
         assert_eq!(echo(&cache, &a, "").await.0, a);
     }
     // 128 ASCII characters plus 128 distinct two-byte characters.
@@ -81,7 +94,11 @@ async fn long_keys_are_hashed_not_truncated() {
 
     assert_eq!(long(&cache, &calls, &one).await, 100_001);
     assert_eq!(long(&cache, &calls, &two).await, 100_001);
-    assert_eq!(calls.get(), 2, "values differing only past the limit do not collide");
+    assert_eq!(
+        calls.get(),
+        2,
+        "values differing only past the limit do not collide"
+    );
     long(&cache, &calls, &one).await;
     assert_eq!(calls.get(), 2, "a long key is still a hit");
 
@@ -89,7 +106,10 @@ async fn long_keys_are_hashed_not_truncated() {
     assert_eq!(keys.len(), 2);
     for key in keys {
         assert_eq!(key.len(), cache_runtime::DEFAULT_MAX_KEY_LEN);
-        assert!(key.starts_with("long:xxxx"), "the head stays readable: {key}");
+        assert!(
+            key.starts_with("long:xxxx"),
+            "the head stays readable: {key}"
+        );
         let (_, hash) = key.rsplit_once('#').expect("hash suffix");
         assert_eq!(hash.len(), 64, "SHA-256 hex");
     }

@@ -41,7 +41,10 @@ impl Subscriber for &'static Capture {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let mut fields = HashMap::new();
         span.record(&mut Fields(&mut fields));
-        self.spans.lock().unwrap().insert(id, (span.metadata().name(), fields));
+        self.spans
+            .lock()
+            .unwrap()
+            .insert(id, (span.metadata().name(), fields));
         Id::from_u64(id)
     }
     fn record(&self, span: &Id, values: &Record<'_>) {
@@ -85,7 +88,11 @@ fn spans_of(function: &str) -> Vec<HashMap<String, String>> {
 
 fn events_containing(needle: &str) -> Vec<String> {
     let events = capture().events.lock().unwrap();
-    events.iter().filter(|e| e.contains(needle)).cloned().collect()
+    events
+        .iter()
+        .filter(|e| e.contains(needle))
+        .cloned()
+        .collect()
 }
 
 #[redis_cached(key = "traced:{id}", ttl = 60, cache = cache)]

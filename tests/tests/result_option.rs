@@ -21,7 +21,10 @@ async fn err_is_not_cached_and_ok_is() {
     let calls = Calls::default();
 
     assert_eq!(fallible(&cache, &calls, 1, true).await, Err("no 1".into()));
-    assert!(!server.client().exists::<_, bool>("result:1").unwrap(), "Err stored");
+    assert!(
+        !server.client().exists::<_, bool>("result:1").unwrap(),
+        "Err stored"
+    );
     assert_eq!(fallible(&cache, &calls, 1, true).await, Err("no 1".into()));
     assert_eq!(calls.get(), 2, "an Err is recomputed every time");
 
@@ -71,8 +74,14 @@ async fn cache_none_caches_none_too() {
     let stored: String = server.client().get("option-none:1").unwrap();
     assert_eq!(stored, r#"{"v":1,"data":null}"#);
 
-    assert_eq!(lookup_caching_none(&cache, &calls, 2).await.as_deref(), Some("even 2"));
-    assert_eq!(lookup_caching_none(&cache, &calls, 2).await.as_deref(), Some("even 2"));
+    assert_eq!(
+        lookup_caching_none(&cache, &calls, 2).await.as_deref(),
+        Some("even 2")
+    );
+    assert_eq!(
+        lookup_caching_none(&cache, &calls, 2).await.as_deref(),
+        Some("even 2")
+    );
     assert_eq!(calls.get(), 2);
 }
 
@@ -90,7 +99,11 @@ async fn ok_none_is_an_ok_value_and_is_cached() {
 
     assert_eq!(nested(&cache, &calls, 0).await, Ok(None));
     assert_eq!(nested(&cache, &calls, 0).await, Ok(None));
-    assert_eq!(calls.get(), 1, "for Result, every Ok is stored, Ok(None) included");
+    assert_eq!(
+        calls.get(),
+        1,
+        "for Result, every Ok is stored, Ok(None) included"
+    );
 }
 
 #[redis_cached(key = "plain:{id}", ttl = 60, cache = cache)]

@@ -82,7 +82,10 @@ async fn generic_functions_store_each_instantiation_under_its_key() {
     let calls = Calls::default();
 
     assert_eq!(generic(&cache, &calls, 1, vec![1u8]).await, [1]);
-    assert_eq!(generic(&cache, &calls, "x", "text".to_owned()).await, "text");
+    assert_eq!(
+        generic(&cache, &calls, "x", "text".to_owned()).await,
+        "text"
+    );
     assert_eq!(generic(&cache, &calls, 1, vec![9u8]).await, [1], "a hit");
     assert_eq!(calls.get(), 2);
 }

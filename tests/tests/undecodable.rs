@@ -67,7 +67,11 @@ async fn another_envelope_version_is_a_miss_and_gets_overwritten() {
 #[tokio::test]
 async fn a_bare_value_without_envelope_is_a_miss() {
     let server = RedisServer::start();
-    assert_recovers_from(&server, br#"{"id":1,"name":"Ada","email":"ada@example.com"}"#).await;
+    assert_recovers_from(
+        &server,
+        br#"{"id":1,"name":"Ada","email":"ada@example.com"}"#,
+    )
+    .await;
 }
 
 #[tokio::test]

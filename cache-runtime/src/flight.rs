@@ -1,0 +1,205 @@
+//! In-process coalescing: concurrent callers of one cold key wait for a
+//! single run of the body.
+//!
+//! The first caller to miss a key becomes the flight's leader and runs the
+//! body; later callers of the same key follow: they wait for the leader's
+//! result, shared as the encoded entry (so results need not be `Clone`).
+//!
+//! - The leader publishes a storable result as soon as it has it, and keeps
+//!   the flight open until its store to Redis is done, so a caller arriving in
+//!   between cannot miss and run the body again.
+//! - A result that is not stored (`Err`, `None`) or a panic releases the
+//!   followers: each runs its own body at once, so none waits on a chain of
+//!   failures, and nothing is left behind to poison later calls.
+//! - A leader whose future is dropped (a cancelled request) abandons the
+//!   flight: one follower takes over as the new leader, the others keep
+//!   waiting for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+/// What followers of a flight see.
+#[derive(Clone)]
+pub(crate) enum FlightState {
+    Running,
+    /// The encoded entry, ready to decode.
+    Done(Arc<[u8]>),
+    /// No shareable result: run your own body.
+    Released,
+    /// The leader went away: try to lead.
+    Abandoned,
+}
+
+type Flight = watch::Sender<FlightState>;
+
+#[derive(Default)]
+pub(crate) struct Flights {
+    in_flight: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+pub(crate) enum Joined {
+    Leader(LeaderGuard),
+    Follower(watch::Receiver<FlightState>),
+}
+
+impl Flights {
+    /// Leads the flight for `key`, or follows the one already in the air.
+    pub(crate) fn join(self: &Arc<Self>, key: &str) -> Joined {
+        let mut in_flight = self.lock();
+        if let Some(flight) = in_flight.get(key) {
+            return Joined::Follower(flight.subscribe());
+        }
+        let flight = Arc::new(watch::Sender::new(FlightState::Running));
+        in_flight.insert(key.to_owned(), flight.clone());
+        Joined::Leader(LeaderGuard {
+            flights: self.clone(),
+            key: key.to_owned(),
+            flight,
+            finished: false,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Flight>>> {
+        // The map is only inserted into and removed from: a panic elsewhere
+        // cannot leave it inconsistent.
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many keys are in flight (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Held by the leader. Dropping it without [`LeaderGuard::finish`] abandons
+/// the flight (or releases it, if the body panicked).
+pub(crate) struct LeaderGuard {
+    flights: Arc<Flights>,
+    key: String,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+impl LeaderGuard {
+    /// Shows followers the result, without closing the flight yet.
+    pub(crate) fn publish(&self, state: FlightState) {
+        self.flight.send_replace(state);
+    }
+
+    /// Closes the flight with its final state.
+    pub(crate) fn finish(mut self, state: FlightState) {
+        self.close(state);
+    }
+
+    fn close(&mut self, state: FlightState) {
+        self.finished = true;
+        {
+            let mut in_flight = self.flights.lock();
+            if in_flight
+                .get(&self.key)
+                .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
+            {
+                in_flight.remove(&self.key);
+            }
+        }
+        // A follower that subscribed before the removal sees this state; one
+        // that comes after finds no flight and starts over with a lookup.
+        if matches!(*self.flight.borrow(), FlightState::Running) {
+            self.flight.send_replace(state);
+        }
+    }
+}
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let state = if std::thread::panicking() {
+                FlightState::Released
+            } else {
+                FlightState::Abandoned
+            };
+            self.close(state);
+        }
+    }
+}
+
+/// Waits for the flight to end; a leader that vanished counts as abandoned.
+pub(crate) async fn follow(mut receiver: watch::Receiver<FlightState>) -> FlightState {
+    match receiver
+        .wait_for(|state| !matches!(state, FlightState::Running))
+        .await
+    {
+        Ok(state) => state.clone(),
+        Err(_closed) => FlightState::Abandoned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(joined: Joined) -> LeaderGuard {
+        match joined {
+            Joined::Leader(guard) => guard,
+            Joined::Follower(_) => panic!("expected to lead"),
+        }
+    }
+
+    fn follower(joined: Joined) -> watch::Receiver<FlightState> {
+        match joined {
+            Joined::Follower(receiver) => receiver,
+            Joined::Leader(_) => panic!("expected to follow"),
+        }
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_leaders_entry() {
+        let flights = Arc::new(Flights::default());
+        let guard = leader(flights.join("k"));
+        let waiting = follower(flights.join("k"));
+        assert!(matches!(flights.join("other"), Joined::Leader(_)));
+        guard.publish(FlightState::Done(Arc::from(&b"entry"[..])));
+        // Still open: a late follower sees the published entry at once.
+        let late = follower(flights.join("k"));
+        guard.finish(FlightState::Released);
+        for receiver in [waiting, late] {
+            assert!(
+                matches!(follow(receiver).await, FlightState::Done(bytes) if &*bytes == b"entry")
+            );
+        }
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_abandons_and_a_new_caller_leads() {
+        let flights = Arc::new(Flights::default());
+        let guard = leader(flights.join("k"));
+        let waiting = follower(flights.join("k"));
+        drop(guard);
+        assert!(matches!(follow(waiting).await, FlightState::Abandoned));
+        assert!(matches!(flights.join("k"), Joined::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_leader_releases_its_followers() {
+        let flights = Arc::new(Flights::default());
+        let waiting = {
+            let flights = flights.clone();
+            let guard = leader(flights.join("k"));
+            let waiting = follower(flights.join("k"));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let _guard = guard;
+                panic!("body panicked");
+            }));
+            assert!(result.is_err());
+            waiting
+        };
+        assert!(matches!(follow(waiting).await, FlightState::Released));
+        assert_eq!(flights.len(), 0, "nothing left to poison later calls");
+    }
+}

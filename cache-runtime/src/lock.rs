@@ -1,0 +1,84 @@
+//! The cross-process lock behind `lock = true`: `SET key#lock token NX PX
+//! lease`, released by compare-and-delete so that only its owner can release
+//! it. The lease expires on its own, so a crashed holder cannot keep it.
+
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::random;
+
+/// Deletes the lock only if it still holds our token.
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// The lock key of an entry. `#` never appears in an escaped value.
+pub(crate) fn lock_key(full_key: &str) -> String {
+    format!("{full_key}#lock")
+}
+
+pub(crate) enum LockAttempt {
+    Acquired(HeldLock),
+    /// Another process holds it.
+    Busy,
+    /// Redis could not be asked: carry on without the lock.
+    Failed,
+}
+
+/// A held lock. Released explicitly, or, if dropped first (panic,
+/// cancellation), in the background on the cache's I/O runtime.
+pub(crate) struct HeldLock {
+    cache: Cache,
+    key: String,
+    token: String,
+    released: bool,
+}
+
+impl Cache {
+    pub(crate) async fn try_lock(&self, full_key: &str, lease: Duration) -> LockAttempt {
+        let key = lock_key(full_key);
+        let token = random::token();
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&key).arg(&token).arg("NX").arg("PX").arg(lease_ms);
+        match self.send(&cmd).await {
+            Ok(redis::Value::Okay) => LockAttempt::Acquired(HeldLock {
+                cache: self.clone(),
+                key,
+                token,
+                released: false,
+            }),
+            Ok(_) => LockAttempt::Busy,
+            Err(_) => LockAttempt::Failed,
+        }
+    }
+}
+
+impl HeldLock {
+    pub(crate) async fn release(mut self) {
+        self.released = true;
+        release(&self.cache, &self.key, &self.token).await;
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (cache, key, token) = (
+            self.cache.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        // Not awaited by anyone: if Redis is unreachable, the lease expires.
+        if let Ok(io) = crate::connection::io_runtime() {
+            io.spawn(async move { release(&cache, &key, &token).await });
+        }
+    }
+}
+
+async fn release(cache: &Cache, key: &str, token: &str) {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(RELEASE).arg(1).arg(key).arg(token);
+    // A failure leaves the lock to expire with its lease.
+    let _ = cache.send(&cmd).await;
+}
