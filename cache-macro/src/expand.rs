@@ -93,7 +93,15 @@ fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStr
     // block infer as they did in the original function, and type errors in
     // the body still point at the user's return type (as tracing does).
     let fake_return = quote_spanned! {return_type.span()=>
-        #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::let_unit_value,
+            clippy::needless_return,
+            clippy::unreachable
+        )]
         if false {
             let __cache_fake_return: #return_type = loop {};
             return __cache_fake_return;

@@ -13,12 +13,15 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
+/// A span's name and its fields, as recorded so far.
+type SpanRecord = (&'static str, HashMap<String, String>);
+
 /// A minimal subscriber that keeps every span's fields and every event's
 /// message, from every thread, for the tests to read.
 #[derive(Default)]
 struct Capture {
     next_id: AtomicU64,
-    spans: Mutex<HashMap<u64, (&'static str, HashMap<String, String>)>>,
+    spans: Mutex<HashMap<u64, SpanRecord>>,
     events: Mutex<Vec<String>>,
 }
 

@@ -37,7 +37,7 @@ async fn err_is_not_cached_and_ok_is() {
 #[redis_cached(key = "option:{id}", ttl = 60, cache = cache)]
 async fn lookup(cache: &Cache, calls: &Calls, id: u32) -> Option<String> {
     calls.bump();
-    (id % 2 == 0).then(|| format!("even {id}"))
+    id.is_multiple_of(2).then(|| format!("even {id}"))
 }
 
 #[tokio::test]
@@ -59,7 +59,7 @@ async fn none_is_not_cached_and_some_is() {
 #[redis_cached(key = "option-none:{id}", ttl = 60, cache_none = true, cache = cache)]
 async fn lookup_caching_none(cache: &Cache, calls: &Calls, id: u32) -> Option<String> {
     calls.bump();
-    (id % 2 == 0).then(|| format!("even {id}"))
+    id.is_multiple_of(2).then(|| format!("even {id}"))
 }
 
 #[tokio::test]
