@@ -42,17 +42,23 @@ impl Parse for CachedArgs {
             if lookahead.peek(kw::key) {
                 let name: kw::key = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let value: LitStr = input.parse()?;
+                let value: LitStr = value(
+                    input,
+                    "`key` must be a string literal, as in `key = \"user:{id}\"`",
+                )?;
                 set_once(&mut args.key, value, name.span, "key")?;
             } else if lookahead.peek(kw::ttl) {
                 let name: kw::ttl = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let value: LitInt = input.parse()?;
+                let value: LitInt = value(
+                    input,
+                    "`ttl` must be a whole number of seconds, as in `ttl = 60`",
+                )?;
                 set_once(&mut args.ttl, value, name.span, "ttl")?;
             } else if lookahead.peek(kw::cache_none) {
                 let name: kw::cache_none = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let value: LitBool = input.parse()?;
+                let value: LitBool = value(input, "`cache_none` must be `true` or `false`")?;
                 set_once(&mut args.cache_none, (name, value), name.span, "cache_none")?;
             } else if lookahead.peek(kw::cache) {
                 let name: kw::cache = input.parse()?;
@@ -62,17 +68,20 @@ impl Parse for CachedArgs {
             } else if lookahead.peek(kw::stale) {
                 let name: kw::stale = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let value: LitInt = input.parse()?;
+                let value: LitInt = value(
+                    input,
+                    "`stale` must be a whole number of seconds, as in `stale = 300`",
+                )?;
                 set_once(&mut args.stale, value, name.span, "stale")?;
             } else if lookahead.peek(kw::lock) {
                 let name: kw::lock = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let value: LitBool = input.parse()?;
+                let value: LitBool = value(input, "`lock` must be `true` or `false`")?;
                 set_once(&mut args.lock, value, name.span, "lock")?;
             } else if lookahead.peek(kw::coalesce) {
                 let name: kw::coalesce = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let value: LitBool = input.parse()?;
+                let value: LitBool = value(input, "`coalesce` must be `true` or `false`")?;
                 set_once(&mut args.coalesce, value, name.span, "coalesce")?;
             } else if input.peek(syn::Ident) {
                 let unknown: syn::Ident = input.parse()?;
@@ -90,6 +99,14 @@ impl Parse for CachedArgs {
         }
         Ok(args)
     }
+}
+
+/// Parses an argument's value; the error names the argument and shows an
+/// example, where syn's would only say "expected string literal".
+fn value<T: Parse>(input: ParseStream, message: &str) -> syn::Result<T> {
+    input
+        .parse()
+        .map_err(|error| syn::Error::new(error.span(), message))
 }
 
 fn set_once<T>(

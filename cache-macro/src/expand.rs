@@ -3,6 +3,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{ItemFn, LitStr};
 
@@ -18,7 +19,7 @@ pub fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
         Ok(function) => function,
         Err(_) => {
             let error = syn::Error::new(
-                Span::call_site(),
+                item_start(&item),
                 "#[redis_cached] applies to an `async fn` with a body",
             );
             return with_error(item, error);
@@ -34,6 +35,21 @@ pub fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// The item's first token after its attributes and visibility (`struct`,
+/// `impl`, `fn`…): what the attribute was wrongly put on.
+fn item_start(item: &TokenStream) -> Span {
+    let parser = |input: ParseStream| {
+        input.call(syn::Attribute::parse_outer)?;
+        input.parse::<syn::Visibility>()?;
+        let start = input.span();
+        input.parse::<TokenStream>()?;
+        Ok(start)
+    };
+    parser
+        .parse2(item.clone())
+        .unwrap_or_else(|_| Span::call_site())
+}
+
 fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
     let error = error.to_compile_error();
     quote!(#item #error)
@@ -47,6 +63,7 @@ fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
 //     async fn get_user(db: &Pool, id: i64) -> Result<User, Error> {
 //         static __CACHE_SITE: CallSite = CallSite::new("crate::module::get_user").ttl_secs(60);
 //         assert_storable::<OkValues, Result<User, Error>>();
+//         // With `cache = EXPR`: `&Clone::clone(CacheSource::cache(&(EXPR)))`.
 //         match CacheSource::cache(&default_cache()) {
 //             __cache_ctx => {
 //                 let __cache_key = { "user:" + escaped(id) };
@@ -66,15 +83,20 @@ fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStr
     } = function;
     let name = sig.ident.to_string();
     let return_type = &plan.return_type;
-    let shape = shape_path(plan.shape);
+    // Spanned at the return type: rustc reports an unsatisfied `Shape<R>`
+    // at the shape argument, so "cannot be cached" points there.
+    let shape = shape_path(plan.shape, return_type.span());
 
     let storable_check = quote_spanned! {return_type.span()=>
         ::cache_runtime::__private::assert_storable::<#shape, #return_type>();
     };
     let cache_source = match cache {
-        Some(expr) => {
-            quote_spanned!(expr.span()=> ::cache_runtime::__private::CacheSource::cache(&(#expr)))
-        }
+        // A clone of the handle (one reference count), not a borrow of the
+        // user's value: the body's `async move` may then move or mutably
+        // use what the expression names (`cache: Arc<Cache>`, `&mut self`).
+        Some(expr) => quote_spanned! {expr.span()=>
+            &::core::clone::Clone::clone(::cache_runtime::__private::CacheSource::cache(&(#expr)))
+        },
         None => quote!(::cache_runtime::__private::CacheSource::cache(
             &::cache_runtime::__private::default_cache()
         )),
@@ -107,6 +129,26 @@ fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStr
             return __cache_fake_return;
         }
     };
+    // Spanned at the return type too: the call and its `.await` require the
+    // same `Shape` as `assert_storable`, and rustc reports a failed obligation
+    // once per span, so a return type that cannot be cached gives one error
+    // rather than three (two of them at the attribute). With `stale`, at
+    // `stale = …` instead: there the call also requires the body to be
+    // `Send + 'static`, and that is what a body that borrows a parameter or
+    // holds an `Rc` is told.
+    let call_span = plan.stale_span.unwrap_or_else(|| return_type.span());
+    let call = quote_spanned! {call_span=>
+        ::cache_runtime::__private::#entry_point::<#shape, #return_type, _>(
+            __cache_ctx,
+            &__CACHE_SITE,
+            __cache_key,
+            async move {
+                #fake_return
+                #block
+            },
+        )
+        .await
+    };
 
     quote! {
         #(#attrs)*
@@ -125,16 +167,7 @@ fn expand(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> TokenStr
                         #key_parts
                         __cache_key.finish()
                     };
-                    ::cache_runtime::__private::#entry_point::<#shape, #return_type, _>(
-                        __cache_ctx,
-                        &__CACHE_SITE,
-                        __cache_key,
-                        async move {
-                            #fake_return
-                            #block
-                        },
-                    )
-                    .await
+                    #call
                 }
             }
         }
@@ -160,12 +193,12 @@ fn call_options(plan: &Plan) -> TokenStream {
     options
 }
 
-fn shape_path(shape: Shape) -> TokenStream {
+fn shape_path(shape: Shape, span: Span) -> TokenStream {
     match shape {
-        Shape::OkValues => quote!(::cache_runtime::__private::OkValues),
-        Shape::SomeValues => quote!(::cache_runtime::__private::SomeValues),
-        Shape::OptionValues => quote!(::cache_runtime::__private::OptionValues),
-        Shape::AnyValue => quote!(::cache_runtime::__private::AnyValue),
+        Shape::OkValues => quote_spanned!(span=> ::cache_runtime::__private::OkValues),
+        Shape::SomeValues => quote_spanned!(span=> ::cache_runtime::__private::SomeValues),
+        Shape::OptionValues => quote_spanned!(span=> ::cache_runtime::__private::OptionValues),
+        Shape::AnyValue => quote_spanned!(span=> ::cache_runtime::__private::AnyValue),
     }
 }
 

@@ -13,6 +13,9 @@ pub struct Plan {
     pub key: KeyPlan,
     pub ttl_seconds: Option<u64>,
     pub stale_seconds: Option<u64>,
+    /// Where `stale = …` is written: the errors saying that the body is not
+    /// `Send + 'static`, as `stale` requires, point there.
+    pub stale_span: Option<Span>,
     pub lock: bool,
     pub coalesce: bool,
     pub shape: Shape,
@@ -141,6 +144,7 @@ pub fn validate(args: CachedArgs, function: &ItemFn) -> syn::Result<Plan> {
             key,
             ttl_seconds,
             stale_seconds,
+            stale_span: args.stale.as_ref().map(syn::LitInt::span),
             lock: args.lock.as_ref().is_some_and(|lit| lit.value),
             coalesce: args.coalesce.as_ref().is_none_or(|lit| lit.value),
             shape,
@@ -204,7 +208,9 @@ fn check_return_type(output: &ReturnType, name_span: Span, errors: &mut Errors) 
         Type::Never(_) => "a cached function must return a value: `!` never returns one",
         _ => return Some(ty.clone()),
     };
-    errors.at(ty.span(), problem);
+    // `new_spanned` underlines the whole type (`&'static str`, `impl Display`),
+    // where `ty.span()` is only its first token on stable.
+    errors.push(syn::Error::new_spanned(ty, problem));
     None
 }
 
@@ -304,7 +310,7 @@ fn check_delimiters(template: &Template, errors: &mut Errors) {
                     errors.at(
                         template.span,
                         format!(
-                            "`{{{}}}` must be separated from the previous placeholder by a delimiter such as `:` or `/`; otherwise two different arguments could give the same key",
+                            "`{{{}}}` must be separated from the previous placeholder by a delimiter such as `:` or `/` (letters, digits, `-`, `_`, `.` and `%` can be part of a value); otherwise two different arguments could give the same key",
                             placeholder.text()
                         ),
                     );

@@ -209,6 +209,13 @@ impl Cache {
         )
     }
 
+    /// Starts the key of a tag's set: behind the prefix and the tag marker.
+    pub(crate) fn tag_builder(&self, capacity_hint: usize) -> KeyBuilder {
+        let mut builder = self.key_builder(crate::invalidate::TAG_MARKER.len() + capacity_hint);
+        builder.push_literal(crate::invalidate::TAG_MARKER);
+        builder
+    }
+
     /// The cached-call lookup: never an error, only what to do next.
     pub(crate) async fn lookup<T: DeserializeOwned>(&self, full_key: &str) -> Lookup<T> {
         match self.send_get(full_key).await {
@@ -244,14 +251,21 @@ impl Cache {
             .ok()
     }
 
-    /// The cached-call store of an encoded entry. Logs a failure.
+    /// The cached-call store of an encoded entry, and its membership in the
+    /// tag sets `tags` (full keys). Logs a failure.
     pub(crate) async fn store(
         &self,
         full_key: &str,
         bytes: &[u8],
         ttl: Duration,
+        tags: &[String],
     ) -> Result<(), ()> {
-        self.send_set(full_key, bytes, ttl).await.map_err(|error| {
+        let result = if tags.is_empty() {
+            self.send_set(full_key, bytes, ttl).await
+        } else {
+            self.send_tagged_set(full_key, bytes, ttl, tags).await
+        };
+        result.map_err(|error| {
             self.incidents().warn(Incident::Store, || {
                 format!(
                     "cache store failed; the result is returned but not cached: {error} (Redis at {})",
@@ -297,6 +311,38 @@ impl Cache {
             .map(drop)
     }
 
+    /// SET plus, per tag, SADD and an expiry no shorter than the entry's:
+    /// `PEXPIRE … NX` gives a new set one, `PEXPIRE … GT` extends it.
+    async fn send_tagged_set(
+        &self,
+        full_key: &str,
+        bytes: &[u8],
+        ttl: Duration,
+        tags: &[String],
+    ) -> Result<(), CacheError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("SET")
+            .arg(full_key)
+            .arg(bytes)
+            .arg("PX")
+            .arg(ttl_ms);
+        for tag in tags {
+            pipeline.cmd("SADD").arg(tag).arg(full_key);
+            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("NX");
+            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("GT");
+        }
+        let replies = self.inner.connection.send_pipeline(&pipeline).await?;
+        // A server error inside a pipeline comes back as a reply.
+        for reply in replies {
+            if let redis::Value::ServerError(error) = reply {
+                return Err(CacheError::Redis(error.into()));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<Decoded<T>> {
         match codec::decode(bytes) {
             Ok(value) => Some(value),
@@ -312,7 +358,7 @@ impl Cache {
         }
     }
 
-    fn incidents(&self) -> &crate::incident::Incidents {
+    pub(crate) fn incidents(&self) -> &crate::incident::Incidents {
         &self.inner.connection.shared.incidents
     }
 }

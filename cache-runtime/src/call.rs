@@ -36,6 +36,10 @@ use crate::metrics::CallSite;
 /// The macro picks the shape from the declared return type: [`OkValues`] for
 /// `Result`, [`SomeValues`] (or [`OptionValues`] with `cache_none = true`)
 /// for `Option`, [`AnyValue`] for everything else.
+///
+/// The impls are `#[diagnostic::do_not_recommend]`, so that a value that is
+/// not `Serialize + DeserializeOwned` is reported with the message below, once,
+/// rather than as one `Serialize` and one `Deserialize` error per use.
 #[diagnostic::on_unimplemented(
     message = "the return type `{R}` cannot be cached",
     label = "the cached value must implement `serde::Serialize` and `serde::de::DeserializeOwned`"
@@ -58,6 +62,7 @@ pub struct OptionValues;
 /// Any other `T`: always stored.
 pub struct AnyValue;
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned, E> Shape<Result<T, E>> for OkValues {
     type Stored = T;
     fn storable(result: &Result<T, E>) -> Option<&T> {
@@ -68,6 +73,7 @@ impl<T: Serialize + DeserializeOwned, E> Shape<Result<T, E>> for OkValues {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for SomeValues {
     type Stored = T;
     fn storable(result: &Option<T>) -> Option<&T> {
@@ -78,6 +84,7 @@ impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for SomeValues {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for OptionValues {
     type Stored = Option<T>;
     fn storable(result: &Option<T>) -> Option<&Option<T>> {
@@ -88,6 +95,7 @@ impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for OptionValues {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Shape<T> for AnyValue {
     type Stored = T;
     fn storable(result: &T) -> Option<&T> {
@@ -381,7 +389,7 @@ async fn share_and_store(
                 flight.publish(FlightState::Done(bytes.clone()));
             }
             // With Redis failing, the lookup has already been counted.
-            !redis_failed && cache.store(key, &bytes, redis_ttl).await.is_err()
+            !redis_failed && cache.store(key, &bytes, redis_ttl, &[]).await.is_err()
         }
     };
     if let Some(flight) = flight {
@@ -485,4 +493,46 @@ where
         }
         .instrument(span),
     );
+}
+
+/// Write-through, for `#[cache_put]` and the derived `…_refresh` helpers: runs
+/// the body and stores what its shape allows, with the site's TTL (and
+/// `stale`), without looking up first.
+pub async fn put_call<S, R, Fut>(
+    cache: &Cache,
+    site: &'static CallSite,
+    key: String,
+    tags: Vec<String>,
+    body: Fut,
+) -> R
+where
+    S: Shape<R>,
+    Fut: Future<Output = R>,
+{
+    site.register();
+    let result = body.await;
+    if let Entry::Ready { bytes, redis_ttl } = entry_of::<S, R>(cache, site, &result)
+        && cache.store(&key, &bytes, redis_ttl, &tags).await.is_err()
+    {
+        site.record_error();
+    }
+    result
+}
+
+/// Whether a result counts as success, for `#[cache_evict]`: `Ok` for a
+/// `Result`, anything else always.
+pub trait Succeeded<R> {
+    fn succeeded(result: &R) -> bool;
+}
+
+impl<T, E> Succeeded<Result<T, E>> for OkValues {
+    fn succeeded(result: &Result<T, E>) -> bool {
+        result.is_ok()
+    }
+}
+
+impl<R> Succeeded<R> for AnyValue {
+    fn succeeded(_: &R) -> bool {
+        true
+    }
 }

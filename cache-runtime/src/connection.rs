@@ -22,12 +22,17 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, RedisError, Value};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, Value};
 use tokio::sync::{Notify, oneshot};
 
 use crate::config::{Config, redact_url};
 use crate::error::CacheError;
 use crate::incident::{Incident, Incidents};
+
+enum Request<'a> {
+    One(&'a Cmd),
+    Many(&'a Pipeline),
+}
 
 enum State {
     /// The first connection attempt has not finished yet.
@@ -133,14 +138,30 @@ impl Connection {
     /// of the connection itself, and deadlines, take it down until the
     /// supervisor has reconnected.
     pub(crate) async fn send(&self, cmd: &Cmd) -> Result<Value, CacheError> {
+        self.request(Request::One(cmd)).await
+    }
+
+    /// Sends a pipeline within one deadline; the replies come as an array.
+    pub(crate) async fn send_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, CacheError> {
+        match self.request(Request::Many(pipeline)).await? {
+            Value::Array(replies) => Ok(replies),
+            other => Ok(vec![other]),
+        }
+    }
+
+    async fn request(&self, request: Request<'_>) -> Result<Value, CacheError> {
         let mut generation_used = None;
         let attempt = tokio::time::timeout(self.deadline, async {
             let (generation, mut connection) = self.acquire().await?;
             generation_used = Some(generation);
-            connection
-                .send_packed_command(cmd)
-                .await
-                .map_err(CacheError::Redis)
+            match request {
+                Request::One(cmd) => connection.send_packed_command(cmd).await,
+                Request::Many(pipeline) => connection
+                    .send_packed_commands(pipeline, 0, pipeline.len())
+                    .await
+                    .map(Value::Array),
+            }
+            .map_err(CacheError::Redis)
         })
         .await;
         match attempt {

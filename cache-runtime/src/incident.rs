@@ -22,9 +22,11 @@ pub(crate) enum Incident {
     Decode = 3,
     /// A value could not be encoded.
     Encode = 4,
+    /// An eviction failed.
+    Evict = 5,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 6;
 
 pub(crate) struct Incidents {
     interval: Duration,

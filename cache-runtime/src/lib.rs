@@ -30,6 +30,7 @@ mod connection;
 mod error;
 mod flight;
 mod incident;
+mod invalidate;
 mod keys;
 mod lock;
 pub mod metrics;
@@ -48,6 +49,7 @@ pub use config::{
     DEFAULT_TTL_JITTER, DEFAULT_URL, redact_url,
 };
 pub use error::{AlreadyInstalled, CacheError, ConfigError};
+pub use invalidate::{PendingInvalidations, Target, deferred};
 
 /// Caches an `async fn`'s results in Redis.
 ///

@@ -13,6 +13,8 @@
 //! - `misses`: calls that found no usable entry (absent, expired, or no longer
 //!   decodable) and ran the body, or waited for another caller's run;
 //! - `refreshes`: background refreshes of stale values;
+//! - `evictions`, `eviction_errors`: evictions by `#[cache_evict]` functions
+//!   and derived invalidators that succeeded, and that failed;
 //! - `errors`: failed Redis operations (unreachable, deadline passed, server
 //!   error). A call whose lookup failed ran its body and counts here, not as a
 //!   miss; a miss whose store then failed counts in both.
@@ -50,6 +52,8 @@ pub struct CallSite {
     misses: AtomicU64,
     errors: AtomicU64,
     refreshes: AtomicU64,
+    evictions: AtomicU64,
+    eviction_errors: AtomicU64,
     latency_buckets: [AtomicU64; 15],
     latency_sum_nanos: AtomicU64,
 }
@@ -85,6 +89,8 @@ impl CallSite {
             misses: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            eviction_errors: AtomicU64::new(0),
             latency_buckets: [const { AtomicU64::new(0) }; 15],
             latency_sum_nanos: AtomicU64::new(0),
         }
@@ -145,6 +151,14 @@ impl CallSite {
         self.refreshes.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn record_eviction(&self) {
+        self.evictions.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_eviction_error(&self) {
+        self.eviction_errors.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn record_miss(&self) {
         self.misses.fetch_add(1, Relaxed);
     }
@@ -174,6 +188,8 @@ impl CallSite {
             misses: self.misses.load(Relaxed),
             errors: self.errors.load(Relaxed),
             refreshes: self.refreshes.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            eviction_errors: self.eviction_errors.load(Relaxed),
             latency: LatencyHistogram {
                 buckets,
                 sum: Duration::from_nanos(self.latency_sum_nanos.load(Relaxed)),
@@ -193,6 +209,10 @@ pub struct FunctionMetrics {
     pub misses: u64,
     pub errors: u64,
     pub refreshes: u64,
+    /// Successful evictions by `#[cache_evict]` and derived invalidators.
+    pub evictions: u64,
+    /// Failed evictions (each retried in the background).
+    pub eviction_errors: u64,
     pub latency: LatencyHistogram,
 }
 

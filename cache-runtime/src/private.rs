@@ -7,6 +7,8 @@ use crate::Cache;
 pub use crate::call::{
     AnyValue, OkValues, OptionValues, Shape, SomeValues, cached_call, cached_call_stale,
 };
+pub use crate::call::{Succeeded, put_call};
+pub use crate::invalidate::{Target, evict_call, evict_call_propagating};
 pub use crate::keys::KeyBuilder;
 pub use crate::metrics::CallSite;
 
@@ -20,6 +22,23 @@ pub fn default_cache() -> &'static Cache {
 #[inline]
 pub fn key_builder(cache: &Cache, capacity_hint: usize) -> KeyBuilder {
     cache.key_builder(capacity_hint)
+}
+
+/// Starts a tag's key with `cache`'s prefix and the tag marker.
+#[inline]
+pub fn tag_builder(cache: &Cache, capacity_hint: usize) -> KeyBuilder {
+    cache.tag_builder(capacity_hint)
+}
+
+/// A derived `…_invalidate` helper: evicts the function's key (deferred
+/// inside `cache_runtime::deferred`). One attempt inline; a failure is
+/// returned, and retried in the background.
+pub async fn invalidate(
+    cache: &Cache,
+    site: &'static CallSite,
+    targets: Vec<Target>,
+) -> Result<(), crate::CacheError> {
+    crate::invalidate::run(cache, targets, Some(site), false).await
 }
 
 /// Checks, at the return type's span, that the function's results can be stored.
