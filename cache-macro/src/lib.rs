@@ -1,9 +1,9 @@
-//! The `#[redis_cached]` attribute. Depend on `cache-runtime`, which
-//! re-exports it and documents it; the generated code calls only
-//! `::cache_runtime::__private`.
+//! The `#[redis_cached]`, `#[cache_put]` and `#[cache_evict]` attributes.
+//! Depend on `cache-runtime`, which re-exports and documents them; the
+//! generated code calls only `::cache_runtime::__private`.
 //!
-//! The macro is kept thin: it parses (`args`, `template`), validates
-//! (`validate`) and expands (`expand`); all behaviour lives in the runtime.
+//! The macros are kept thin: they parse (`args`, `template`), validate
+//! (`validate`) and expand (`expand`); all behaviour lives in the runtime.
 
 mod args;
 mod expand;
@@ -12,8 +12,22 @@ mod validate;
 
 use proc_macro::TokenStream;
 
+use args::Attribute;
+
 /// Caches an `async fn`'s results in Redis. See `cache_runtime::redis_cached`.
 #[proc_macro_attribute]
 pub fn redis_cached(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::redis_cached(args.into(), item.into()).into()
+    expand::attribute(Attribute::Cached, args.into(), item.into()).into()
+}
+
+/// Runs an `async fn` and stores its result. See `cache_runtime::cache_put`.
+#[proc_macro_attribute]
+pub fn cache_put(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::attribute(Attribute::Put, args.into(), item.into()).into()
+}
+
+/// Evicts keys or tags when an `async fn` succeeds. See `cache_runtime::cache_evict`.
+#[proc_macro_attribute]
+pub fn cache_evict(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::attribute(Attribute::Evict, args.into(), item.into()).into()
 }

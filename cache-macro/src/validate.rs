@@ -5,12 +5,15 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
 
-use crate::args::CachedArgs;
+use crate::args::{Args, Attribute};
 use crate::template::{self, Segment, Template};
 
-/// Everything `expand` needs, already checked.
+/// Everything `expand` needs for `#[redis_cached]` and `#[cache_put]`,
+/// already checked.
 pub struct Plan {
     pub key: KeyPlan,
+    /// Tag templates: sets that each stored entry joins.
+    pub tags: Vec<Template>,
     pub ttl_seconds: Option<u64>,
     pub stale_seconds: Option<u64>,
     /// Where `stale = …` is written: the errors saying that the body is not
@@ -21,6 +24,20 @@ pub struct Plan {
     pub shape: Shape,
     pub return_type: Type,
     pub has_receiver: bool,
+}
+
+/// Everything `expand` needs for `#[cache_evict]`.
+pub struct EvictPlan {
+    pub keys: Vec<Template>,
+    pub tags: Vec<Template>,
+    pub before: bool,
+    /// Where `propagate = true` is written, if it is: `E: From<CacheError>`
+    /// is required there.
+    pub propagate: Option<Span>,
+    /// `OkValues` for a `Result` (evict after `Ok` only), else `AnyValue`.
+    pub success: Shape,
+    /// `()` when the function declares no return type.
+    pub return_type: Type,
 }
 
 pub enum KeyPlan {
@@ -59,40 +76,21 @@ impl Errors {
     }
 }
 
-pub fn validate(args: CachedArgs, function: &ItemFn) -> syn::Result<Plan> {
+pub fn validate(args: &Args, function: &ItemFn) -> syn::Result<Plan> {
     let mut errors = Errors::default();
     let sig = &function.sig;
-
-    if sig.asyncness.is_none() {
-        errors.at(
-            sig.fn_token.span,
-            "#[redis_cached] only applies to `async fn`: the cache is read and written asynchronously",
-        );
-    }
+    check_async(args.attribute, sig, &mut errors);
 
     let return_type = check_return_type(&sig.output, sig.ident.span(), &mut errors);
 
     let has_receiver = sig.receiver().is_some();
     let parameters = named_parameters(function);
+    let check = |lit: &syn::LitStr, errors: &mut Errors| {
+        check_template(lit, &parameters, has_receiver, &sig.ident, errors)
+    };
 
-    let key = match &args.key {
-        Some(lit) => match template::parse(lit) {
-            Ok(template) => {
-                check_placeholders(
-                    &template,
-                    &parameters,
-                    has_receiver,
-                    &sig.ident,
-                    &mut errors,
-                );
-                check_delimiters(&template, &mut errors);
-                Some(KeyPlan::Template(template))
-            }
-            Err(error) => {
-                errors.push(error);
-                None
-            }
-        },
+    let key = match args.keys.first() {
+        Some(lit) => check(lit, &mut errors).map(KeyPlan::Template),
         None => {
             let mut idents = Vec::new();
             for input in &sig.inputs {
@@ -109,6 +107,11 @@ pub fn validate(args: CachedArgs, function: &ItemFn) -> syn::Result<Plan> {
             Some(KeyPlan::Default(idents))
         }
     };
+    let tags: Vec<Template> = args
+        .tags
+        .iter()
+        .filter_map(|lit| check(lit, &mut errors))
+        .collect();
 
     let ttl_seconds = args.ttl.as_ref().and_then(|lit| {
         seconds(
@@ -142,6 +145,7 @@ pub fn validate(args: CachedArgs, function: &ItemFn) -> syn::Result<Plan> {
     match (errors.0, key, return_type) {
         (None, Some(key), Some(return_type)) => Ok(Plan {
             key,
+            tags,
             ttl_seconds,
             stale_seconds,
             stale_span: args.stale.as_ref().map(syn::LitInt::span),
@@ -153,6 +157,92 @@ pub fn validate(args: CachedArgs, function: &ItemFn) -> syn::Result<Plan> {
         }),
         (Some(error), _, _) => Err(error),
         (None, _, _) => unreachable!("a missing part always comes with an error"),
+    }
+}
+
+pub fn validate_evict(args: &Args, function: &ItemFn) -> syn::Result<EvictPlan> {
+    let mut errors = Errors::default();
+    let sig = &function.sig;
+    check_async(args.attribute, sig, &mut errors);
+    if args.keys.is_empty() && args.tags.is_empty() {
+        errors.at(
+            Span::call_site(),
+            "#[cache_evict] needs at least one `key = \"…\"` or `tag = \"…\"` to evict",
+        );
+    }
+    let has_receiver = sig.receiver().is_some();
+    let parameters = named_parameters(function);
+    let templates = |lits: &[syn::LitStr], errors: &mut Errors| -> Vec<Template> {
+        lits.iter()
+            .filter_map(|lit| check_template(lit, &parameters, has_receiver, &sig.ident, errors))
+            .collect()
+    };
+    let keys = templates(&args.keys, &mut errors);
+    let tags = templates(&args.tags, &mut errors);
+
+    let return_type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    };
+    let success = match shape_of(strip_parens(&return_type)) {
+        Shape::OkValues => Shape::OkValues,
+        _ => Shape::AnyValue,
+    };
+    let propagate = match &args.propagate {
+        Some((keyword, value)) if value.value && success != Shape::OkValues => {
+            errors.at(
+                keyword.span,
+                "`propagate` returns a failed eviction as the function's error, so the function must return `Result<T, E>` with `E: From<cache_runtime::CacheError>`",
+            );
+            None
+        }
+        Some((keyword, value)) if value.value => Some(keyword.span),
+        _ => None,
+    };
+
+    match errors.0 {
+        Some(error) => Err(error),
+        None => Ok(EvictPlan {
+            keys,
+            tags,
+            before: args.before.as_ref().is_some_and(|lit| lit.value),
+            propagate,
+            success,
+            return_type,
+        }),
+    }
+}
+
+fn check_async(attribute: Attribute, sig: &syn::Signature, errors: &mut Errors) {
+    if sig.asyncness.is_none() {
+        errors.at(
+            sig.fn_token.span,
+            format!(
+                "#[{}] only applies to `async fn`: the cache is read and written asynchronously",
+                attribute.name()
+            ),
+        );
+    }
+}
+
+/// Parses a key or tag template and checks it against the parameters.
+fn check_template(
+    lit: &syn::LitStr,
+    parameters: &[String],
+    has_receiver: bool,
+    function_name: &syn::Ident,
+    errors: &mut Errors,
+) -> Option<Template> {
+    match template::parse(lit) {
+        Ok(template) => {
+            check_placeholders(&template, parameters, has_receiver, function_name, errors);
+            check_delimiters(&template, errors);
+            Some(template)
+        }
+        Err(error) => {
+            errors.push(error);
+            None
+        }
     }
 }
 

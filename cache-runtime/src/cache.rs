@@ -173,7 +173,10 @@ impl Cache {
 
     /// Deletes `key` (see [`Cache::full_key`]). Returns whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
-        let value = self.send(redis::cmd("DEL").arg(self.full_key(key))).await?;
+        let full_key = self.full_key(key);
+        // Reads of this key in the air must not store what they read before.
+        self.flights().invalidate(|in_flight| in_flight == full_key);
+        let value = self.send(redis::cmd("DEL").arg(&full_key)).await?;
         Ok(matches!(value, redis::Value::Int(n) if n > 0))
     }
 

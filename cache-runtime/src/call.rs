@@ -106,6 +106,12 @@ impl<T: Serialize + DeserializeOwned> Shape<T> for AnyValue {
     }
 }
 
+/// An entry's full key and the full keys of the tag sets it joins.
+struct EntryKey {
+    key: String,
+    tags: Vec<String>,
+}
+
 /// How one cached call ended, as recorded on its span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -161,19 +167,22 @@ pub async fn track_outcome<F: Future>(future: F) -> (F::Output, Option<Outcome>)
 
 /// Runs one cached call: the lookup, then on a miss the body and the store.
 ///
-/// `key` is the full key (prefix included, see [`Cache::key_builder`]).
+/// `key` is the full key (prefix included, see [`Cache::key_builder`]);
+/// `tags`, the full keys of the tag sets the entry joins when stored.
 pub async fn cached_call<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     key: String,
+    tags: Vec<String>,
     body: Fut,
 ) -> R
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
+    let key = EntryKey { key, tags };
     observe(site, async {
-        match cache.lookup::<S::Stored>(&key).await {
+        match cache.lookup::<S::Stored>(&key.key).await {
             // Without `stale`, entries carry no freshness: every hit is fresh.
             Lookup::Hit(entry) => {
                 site.record_hit();
@@ -192,6 +201,7 @@ pub async fn cached_call_stale<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     key: String,
+    tags: Vec<String>,
     body: Fut,
 ) -> R
 where
@@ -200,8 +210,9 @@ where
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
+    let key = EntryKey { key, tags };
     observe(site, async {
-        match cache.lookup::<S::Stored>(&key).await {
+        match cache.lookup::<S::Stored>(&key.key).await {
             Lookup::Hit(entry) => {
                 let fresh = entry
                     .fresh_until
@@ -248,7 +259,7 @@ async fn observe<R>(site: &'static CallSite, call: impl Future<Output = (R, Outc
 async fn fill<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
-    key: &str,
+    key: &EntryKey,
     lookup: Lookup<S::Stored>,
     body: Fut,
 ) -> (R, Outcome)
@@ -266,7 +277,7 @@ where
         return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None).await;
     }
     loop {
-        match cache.flights().join(key) {
+        match cache.flights().join(&key.key) {
             Joined::Leader(guard) => {
                 return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, Some(guard))
                     .await;
@@ -297,7 +308,7 @@ where
 async fn run_body<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
-    key: &str,
+    key: &EntryKey,
     redis_failed: bool,
     body: Fut,
     flight: Option<LeaderGuard>,
@@ -313,7 +324,7 @@ where
     };
     let mut held = None;
     if site.options.lock && !redis_failed {
-        match wait_for_lock(cache, key).await {
+        match wait_for_lock(cache, &key.key).await {
             LockWait::Held(lock) => held = Some(lock),
             LockWait::Entry(bytes) => {
                 if let Some(entry) = cache.decode::<S::Stored>(&bytes) {
@@ -373,7 +384,7 @@ fn entry_of<S: Shape<R>, R>(cache: &Cache, site: &CallSite, result: &R) -> Entry
 /// flight. Returns whether a store was needed and failed.
 async fn share_and_store(
     cache: &Cache,
-    key: &str,
+    key: &EntryKey,
     entry: Entry,
     flight: Option<LeaderGuard>,
     redis_failed: bool,
@@ -388,8 +399,23 @@ async fn share_and_store(
             if let Some(flight) = &flight {
                 flight.publish(FlightState::Done(bytes.clone()));
             }
-            // With Redis failing, the lookup has already been counted.
-            !redis_failed && cache.store(key, &bytes, redis_ttl, &[]).await.is_err()
+            let evicted = || flight.as_ref().is_some_and(LeaderGuard::invalidated);
+            if redis_failed || evicted() {
+                // With Redis failing, the lookup has already been counted.
+                // Evicted meanwhile: what we read may predate the write.
+                false
+            } else {
+                let failed = cache
+                    .store(&key.key, &bytes, redis_ttl, &key.tags)
+                    .await
+                    .is_err();
+                // An eviction that came while the store was on its way may
+                // have reached Redis first: undo the store.
+                if evicted() {
+                    let _ = cache.send(redis::cmd("UNLINK").arg(&key.key)).await;
+                }
+                failed
+            }
         }
     };
     if let Some(flight) = flight {
@@ -453,14 +479,14 @@ async fn wait_for_lock(cache: &Cache, key: &str) -> LockWait {
 
 /// Starts the one background refresh of a stale key, unless one is already
 /// running in this process (or, with `lock`, in another).
-fn spawn_refresh<S, R, Fut>(cache: &Cache, site: &'static CallSite, key: String, body: Fut)
+fn spawn_refresh<S, R, Fut>(cache: &Cache, site: &'static CallSite, key: EntryKey, body: Fut)
 where
     S: Shape<R>,
     S::Stored: Send,
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let Joined::Leader(flight) = cache.flights().join(&key) else {
+    let Joined::Leader(flight) = cache.flights().join(&key.key) else {
         return;
     };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -471,7 +497,7 @@ where
     runtime.spawn(
         async move {
             let held = if site.options.lock {
-                match cache.try_lock(&key, cache.config().lock_lease).await {
+                match cache.try_lock(&key.key, cache.config().lock_lease).await {
                     LockAttempt::Acquired(lock) => Some(lock),
                     // Another process refreshes it; or Redis fails, and the
                     // store would fail too.

@@ -142,7 +142,10 @@ impl Connection {
     }
 
     /// Sends a pipeline within one deadline; the replies come as an array.
-    pub(crate) async fn send_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, CacheError> {
+    pub(crate) async fn send_pipeline(
+        &self,
+        pipeline: &Pipeline,
+    ) -> Result<Vec<Value>, CacheError> {
         match self.request(Request::Many(pipeline)).await? {
             Value::Array(replies) => Ok(replies),
             other => Ok(vec![other]),

@@ -14,8 +14,13 @@
 //! - A leader whose future is dropped (a cancelled request) abandons the
 //!   flight: one follower takes over as the new leader, the others keep
 //!   waiting for it.
+//! - An eviction of the key while its flight is in the air (a write that
+//!   committed while the read was running) closes the flight to newcomers and
+//!   marks it invalidated: its leader may hand the value it read to the
+//!   followers that were already waiting, but must not store it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -32,7 +37,11 @@ pub(crate) enum FlightState {
     Abandoned,
 }
 
-type Flight = watch::Sender<FlightState>;
+struct Flight {
+    state: watch::Sender<FlightState>,
+    /// Set when the key is evicted while the flight is in the air.
+    invalidated: AtomicBool,
+}
 
 #[derive(Default)]
 pub(crate) struct Flights {
@@ -49,9 +58,12 @@ impl Flights {
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Joined {
         let mut in_flight = self.lock();
         if let Some(flight) = in_flight.get(key) {
-            return Joined::Follower(flight.subscribe());
+            return Joined::Follower(flight.state.subscribe());
         }
-        let flight = Arc::new(watch::Sender::new(FlightState::Running));
+        let flight = Arc::new(Flight {
+            state: watch::Sender::new(FlightState::Running),
+            invalidated: AtomicBool::new(false),
+        });
         in_flight.insert(key.to_owned(), flight.clone());
         Joined::Leader(LeaderGuard {
             flights: self.clone(),
@@ -59,6 +71,19 @@ impl Flights {
             flight,
             finished: false,
         })
+    }
+
+    /// The keys matching `evicted` were evicted: their flights must not store
+    /// what they read, and newcomers must start new flights.
+    pub(crate) fn invalidate(&self, evicted: impl Fn(&str) -> bool) {
+        self.lock().retain(|key, flight| {
+            if evicted(key) {
+                flight.invalidated.store(true, Ordering::SeqCst);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Flight>>> {
@@ -88,7 +113,12 @@ pub(crate) struct LeaderGuard {
 impl LeaderGuard {
     /// Shows followers the result, without closing the flight yet.
     pub(crate) fn publish(&self, state: FlightState) {
-        self.flight.send_replace(state);
+        self.flight.state.send_replace(state);
+    }
+
+    /// Whether the key was evicted since this flight started.
+    pub(crate) fn invalidated(&self) -> bool {
+        self.flight.invalidated.load(Ordering::SeqCst)
     }
 
     /// Closes the flight with its final state.
@@ -109,8 +139,8 @@ impl LeaderGuard {
         }
         // A follower that subscribed before the removal sees this state; one
         // that comes after finds no flight and starts over with a lookup.
-        if matches!(*self.flight.borrow(), FlightState::Running) {
-            self.flight.send_replace(state);
+        if matches!(*self.flight.state.borrow(), FlightState::Running) {
+            self.flight.state.send_replace(state);
         }
     }
 }
@@ -173,6 +203,20 @@ mod tests {
             );
         }
         assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_eviction_invalidates_the_flight_and_closes_it_to_newcomers() {
+        let flights = Arc::new(Flights::default());
+        let guard = leader(flights.join("k"));
+        let other = leader(flights.join("other"));
+        flights.invalidate(|key| key == "k");
+        assert!(guard.invalidated());
+        assert!(!other.invalidated());
+        assert!(
+            matches!(flights.join("k"), Joined::Leader(_)),
+            "a new flight"
+        );
     }
 
     #[tokio::test]

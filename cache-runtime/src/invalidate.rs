@@ -223,6 +223,16 @@ fn describe(targets: &[Target]) -> String {
 
 /// One attempt at every target.
 async fn evict_once(cache: &Cache, targets: &[Target]) -> Result<(), CacheError> {
+    // Reads of these keys still in the air in this process must not store
+    // what they read before the write. A tag stands for keys we cannot list
+    // here, so it invalidates every read in the air.
+    let flights = cache.flights();
+    for target in targets {
+        match target {
+            Target::Key(key) => flights.invalidate(|in_flight| in_flight == key),
+            Target::Tag(_) => flights.invalidate(|_| true),
+        }
+    }
     let keys: Vec<&str> = targets
         .iter()
         .filter_map(|target| match target {
@@ -384,7 +394,10 @@ impl Cache {
     /// many keys it evicted. This is never deferred: it has nothing to defer
     /// but a pattern.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
-        let pattern = format!("{}*", escape_glob(&self.full_key(prefix)));
+        let full_prefix = self.full_key(prefix);
+        self.flights()
+            .invalidate(|in_flight| in_flight.starts_with(&full_prefix));
+        let pattern = format!("{}*", escape_glob(&full_prefix));
         let mut cursor = 0u64;
         let mut evicted = 0u64;
         loop {

@@ -1,0 +1,311 @@
+//! Changing what is cached: `#[cache_evict]`, `#[cache_put]`, the helpers
+//! derived from each `#[redis_cached]` function, tags, prefixes, failures,
+//! and evictions deferred until a transaction commits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cache_runtime::{Cache, CacheError, cache_evict, cache_put, deferred, redis_cached};
+use cache_tests::{Calls, RedisServer, eventually};
+use redis::Commands;
+
+#[redis_cached(key = "user:{id}", ttl = 60, tag = "users", cache = cache)]
+async fn get_user(cache: &Cache, calls: &Calls, id: u32) -> String {
+    calls.bump();
+    format!("user {id} v{}", calls.get())
+}
+
+#[cache_evict(key = "user:{id}", cache = cache)]
+async fn rename_user(cache: &Cache, id: u32, fail: bool) -> Result<(), String> {
+    if fail {
+        Err("the database said no".into())
+    } else {
+        Ok(())
+    }
+}
+
+#[cache_evict(key = "user:{id}", before = true, cache = cache)]
+async fn rename_user_evicting_first(cache: &Cache, id: u32) {
+    let _ = id;
+}
+
+#[cache_evict(key = "user:{a}", key = "user:{b}", cache = cache)]
+async fn merge_users(cache: &Cache, a: u32, b: u32) -> u32 {
+    a + b
+}
+
+#[cache_evict(tag = "users", cache = cache)]
+async fn import_users(cache: &Cache) -> Result<usize, String> {
+    Ok(2)
+}
+
+#[cache_put(key = "user:{id}", ttl = 60, tag = "users", cache = cache)]
+async fn save_user(cache: &Cache, id: u32, name: &str) -> Result<String, String> {
+    Ok(format!("user {id} {name}"))
+}
+
+fn exists(server: &RedisServer, key: &str) -> bool {
+    server.client().exists(key).unwrap()
+}
+
+#[tokio::test]
+async fn cache_evict_deletes_the_key_after_a_successful_body_only() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    get_user(&cache, &calls, 1).await;
+    assert!(exists(&server, "user:1"));
+
+    rename_user(&cache, 1, true).await.unwrap_err();
+    assert!(exists(&server, "user:1"), "an Err evicts nothing");
+
+    rename_user(&cache, 1, false).await.unwrap();
+    assert!(!exists(&server, "user:1"));
+    assert_eq!(
+        get_user(&cache, &calls, 1).await,
+        "user 1 v2",
+        "the next read is fresh"
+    );
+}
+
+#[tokio::test]
+async fn cache_evict_can_evict_before_the_body_and_several_keys() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    for id in [1, 2, 3] {
+        get_user(&cache, &calls, id).await;
+    }
+    rename_user_evicting_first(&cache, 1).await;
+    assert!(!exists(&server, "user:1"));
+    assert_eq!(merge_users(&cache, 2, 3).await, 5);
+    assert!(!exists(&server, "user:2") && !exists(&server, "user:3"));
+}
+
+#[tokio::test]
+async fn cache_put_writes_through() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    get_user(&cache, &calls, 4).await;
+    save_user(&cache, 4, "Ada").await.unwrap();
+    assert_eq!(
+        get_user(&cache, &calls, 4).await,
+        "user 4 Ada",
+        "read back the written value"
+    );
+    assert_eq!(calls.get(), 1);
+}
+
+#[tokio::test]
+async fn the_derived_helpers_invalidate_and_refresh_exactly_the_key() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    get_user(&cache, &calls, 5).await;
+    get_user(&cache, &calls, 6).await;
+
+    // Takes only what the key and the cache expression need: no `calls`.
+    get_user_invalidate(&cache, 5).await.unwrap();
+    assert!(!exists(&server, "user:5"));
+    assert!(exists(&server, "user:6"), "only its own key");
+
+    let refreshed = get_user_refresh(&cache, &calls, 6).await;
+    assert_eq!(refreshed, "user 6 v3");
+    assert_eq!(
+        get_user(&cache, &calls, 6).await,
+        "user 6 v3",
+        "stored by the refresh"
+    );
+}
+
+#[tokio::test]
+async fn a_tag_evicts_every_entry_stored_with_it() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    for id in 0..1200 {
+        get_user(&cache, &calls, id).await;
+    }
+    save_user(&cache, 5000, "put").await.unwrap();
+    let members: usize = server.client().scard("#tag:users").unwrap();
+    assert_eq!(members, 1201);
+    let tag_ttl: i64 = server.client().pttl("#tag:users").unwrap();
+    assert!(
+        tag_ttl > 50_000,
+        "the tag set outlives its members: {tag_ttl}"
+    );
+
+    assert_eq!(import_users(&cache).await, Ok(2));
+    let keys: Vec<String> = server.client().keys("*").unwrap();
+    assert!(
+        keys.is_empty(),
+        "left behind: {:?}",
+        &keys[..keys.len().min(5)]
+    );
+}
+
+#[tokio::test]
+async fn a_prefix_evicts_by_scanning_in_batches() {
+    let server = RedisServer::start();
+    let cache = server.cache_builder().prefix("app").build().unwrap();
+    let calls = Calls::default();
+    for id in 0..1500 {
+        get_user(&cache, &calls, id).await;
+    }
+    let _: () = server.client().set("app:other", "kept").unwrap();
+    let _: () = server.client().set("user:1", "outside the prefix").unwrap();
+
+    assert_eq!(cache.invalidate_prefix("user:").await.unwrap(), 1500);
+    let mut keys: Vec<String> = server.client().keys("*").unwrap();
+    keys.sort();
+    assert_eq!(keys, ["app:#tag:users", "app:other", "user:1"]);
+}
+
+#[tokio::test]
+async fn evictions_inside_deferred_wait_for_the_commit_and_vanish_on_rollback() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    get_user(&cache, &calls, 7).await;
+    get_user(&cache, &calls, 8).await;
+
+    // "Rolled back": the evictions are dropped.
+    let (result, evictions) = deferred(async {
+        rename_user(&cache, 7, false).await?;
+        get_user_invalidate(&cache, 8)
+            .await
+            .map_err(|e| e.to_string())?;
+        Err::<(), String>("rollback".into())
+    })
+    .await;
+    assert!(result.is_err());
+    assert_eq!(evictions.len(), 2);
+    drop(evictions);
+    assert!(exists(&server, "user:7") && exists(&server, "user:8"));
+
+    // "Committed": nothing is evicted until apply.
+    let (result, evictions) = deferred(async { rename_user(&cache, 7, false).await }).await;
+    result.unwrap();
+    assert!(exists(&server, "user:7"), "not before the commit");
+    evictions.apply().await.unwrap();
+    assert!(!exists(&server, "user:7"));
+}
+
+#[derive(Debug)]
+enum AppError {
+    Cache(CacheError),
+}
+
+impl From<CacheError> for AppError {
+    fn from(error: CacheError) -> Self {
+        AppError::Cache(error)
+    }
+}
+
+#[cache_evict(key = "user:{id}", propagate = true, cache = cache)]
+async fn strict_rename(cache: &Cache, id: u32) -> Result<u32, AppError> {
+    Ok(id)
+}
+
+#[tokio::test]
+async fn a_failed_eviction_is_counted_retried_and_reported_when_asked() {
+    let mut server = RedisServer::start();
+    let cache = server
+        .cache_builder()
+        .deadline(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    get_user(&cache, &calls, 9).await;
+    server.kill();
+
+    assert_eq!(
+        rename_user(&cache, 9, false).await,
+        Ok(()),
+        "the call still succeeds"
+    );
+    let Err(AppError::Cache(error)) = strict_rename(&cache, 9).await else {
+        panic!("propagate = true returns the eviction failure");
+    };
+    assert!(
+        matches!(error, CacheError::Unavailable | CacheError::Redis(_)),
+        "{error}"
+    );
+    let metrics = cache_runtime::metrics::function("invalidation::rename_user").unwrap();
+    assert!(metrics.eviction_errors >= 1);
+
+    // Redis comes back with the old entry (as after a failover to a replica):
+    // the background retry evicts it.
+    server.restart();
+    let _: () = server
+        .client()
+        .set("user:9", r#"{"v":1,"data":"old"}"#)
+        .unwrap();
+    let evicted = eventually(Duration::from_secs(10), || {
+        let mut client = server.client();
+        async move { !client.exists::<_, bool>("user:9").unwrap() }
+    })
+    .await;
+    assert!(evicted.is_some(), "the background retry evicted the key");
+}
+
+struct Repo {
+    cache: Arc<Cache>,
+    tenant: String,
+}
+
+impl Repo {
+    #[redis_cached(key = "t:{self.tenant}:item:{id}", ttl = 60, cache = self.cache)]
+    async fn item(&self, id: u32) -> u32 {
+        id
+    }
+}
+
+#[tokio::test]
+async fn method_helpers_take_self_when_the_key_or_cache_needs_it() {
+    let server = RedisServer::start();
+    let repo = Repo {
+        cache: Arc::new(server.cache()),
+        tenant: "acme".into(),
+    };
+    repo.item(1).await;
+    assert!(exists(&server, "t:acme:item:1"));
+    repo.item_invalidate(1).await.unwrap();
+    assert!(!exists(&server, "t:acme:item:1"));
+}
+
+#[redis_cached(key = "racy:{id}", ttl = 60, cache = cache)]
+async fn slow_read(
+    cache: Arc<Cache>,
+    db: Arc<std::sync::Mutex<String>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    id: u32,
+) -> String {
+    let read = db.lock().unwrap().clone();
+    // The write commits and evicts while this read is still running.
+    let _permit = gate.acquire().await;
+    format!("{id}:{read}")
+}
+
+#[cache_evict(key = "racy:{id}", cache = cache)]
+async fn write(cache: Arc<Cache>, db: Arc<std::sync::Mutex<String>>, id: u32, value: &str) {
+    *db.lock().unwrap() = value.to_owned();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_started_before_a_write_does_not_store_the_old_value() {
+    let server = RedisServer::start();
+    let cache = Arc::new(server.cache());
+    let db = Arc::new(std::sync::Mutex::new("old".to_owned()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+
+    let reader = tokio::spawn(slow_read(cache.clone(), db.clone(), gate.clone(), 1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    write(cache.clone(), db.clone(), 1, "new").await;
+    gate.add_permits(100);
+    assert_eq!(reader.await.unwrap(), "1:old", "it read before the write");
+
+    assert!(!exists(&server, "racy:1"), "but did not store what it read");
+    assert_eq!(slow_read(cache, db, gate, 1).await, "1:new");
+}
