@@ -29,6 +29,7 @@ struct Inner {
     config: Config,
     connection: Connection,
     flights: Arc<Flights>,
+    parked: crate::invalidate::Parked,
 }
 
 impl fmt::Debug for Cache {
@@ -70,6 +71,7 @@ impl Cache {
                 config,
                 connection,
                 flights: Arc::default(),
+                parked: Default::default(),
             }),
         })
     }
@@ -116,6 +118,7 @@ impl Cache {
                             connection: Connection::disabled(&fallback),
                             config: fallback,
                             flights: Arc::default(),
+                            parked: Default::default(),
                         }),
                     }
                 }
@@ -189,6 +192,10 @@ impl Cache {
         &self.inner.flights
     }
 
+    pub(crate) fn parked(&self) -> &crate::invalidate::Parked {
+        &self.inner.parked
+    }
+
     pub(crate) fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -221,6 +228,11 @@ impl Cache {
 
     /// The cached-call lookup: never an error, only what to do next.
     pub(crate) async fn lookup<T: DeserializeOwned>(&self, full_key: &str) -> Lookup<T> {
+        // An eviction that failed is waiting to be applied: what Redis holds
+        // may be what it should have evicted.
+        if self.parked().any() {
+            return Lookup::Failed;
+        }
         match self.send_get(full_key).await {
             Ok(Some(bytes)) => match self.decode(&bytes) {
                 Some(value) => Lookup::Hit(value),

@@ -13,17 +13,23 @@
 //! the keyspace with `SCAN MATCH <prefix>* COUNT 500` and unlinks each batch:
 //! never `KEYS`, and never one command that blocks Redis for long.
 //!
-//! **Failures.** An eviction that fails is logged, counted, and retried in the
-//! background at 100 ms, 500 ms and 2 s. With `propagate = true` the call also
-//! retries inline twice (20 ms, 100 ms apart) and returns the failure as the
-//! function's error. The worst case, with Redis unreachable throughout, is the
-//! documented one: a stale value lives at most until its TTL.
+//! **Failures.** An eviction that fails is logged, counted, and parked: the
+//! cache then skips its lookups (calls run their body, as when Redis is down)
+//! while a background task retries the parked evictions, backing off up to
+//! once a second, until they succeed. So this process never serves an entry
+//! whose eviction it failed to apply, even when Redis comes back holding its
+//! old data. With `propagate = true` the call also retries inline twice
+//! (20 ms, 100 ms apart) and returns the failure as the function's error.
+//! Other processes are not told: for them, the worst case is a stale value
+//! that lives until its TTL.
 //!
 //! **Transactions.** Inside [`deferred`], evictions are collected instead of
 //! sent; the caller applies them after the commit, or drops them on rollback.
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::Value;
@@ -47,11 +53,12 @@ pub enum Target {
 
 const SCAN_BATCH: usize = 500;
 const INLINE_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(100)];
-const BACKGROUND_RETRY_DELAYS: [Duration; 3] = [
-    Duration::from_millis(100),
-    Duration::from_millis(500),
-    Duration::from_secs(2),
-];
+/// The parked evictions' retries back off from this to [`MAX_REPLAY_BACKOFF`].
+const FIRST_REPLAY_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_REPLAY_BACKOFF: Duration = Duration::from_secs(1);
+/// The most evictions kept parked; past it the oldest are dropped (and
+/// logged): their entries then live until their TTL.
+const MAX_PARKED: usize = 10_000;
 
 tokio::task_local! {
     static DEFERRED: RefCell<Vec<(Cache, Target)>>;
@@ -174,39 +181,95 @@ pub(crate) async fn run(
             }
             cache.incidents().warn(Incident::Evict, || {
                 format!(
-                    "eviction of {} failed, retrying in the background: {error}; until it succeeds the old entries live at most until their TTL",
+                    "eviction of {} failed: {error}; lookups skip Redis until it is retried successfully in the background",
                     describe(&targets)
                 )
             });
-            retry_in_background(cache.clone(), targets, site);
+            park(cache, targets);
             Err(error)
         }
     }
 }
 
-fn retry_in_background(cache: Cache, targets: Vec<Target>, site: Option<&'static CallSite>) {
-    let Ok(io) = crate::connection::io_runtime() else {
-        return;
-    };
-    io.spawn(async move {
-        for delay in BACKGROUND_RETRY_DELAYS {
-            tokio::time::sleep(delay).await;
-            if evict_once(&cache, &targets).await.is_ok() {
-                if let Some(site) = site {
-                    site.record_eviction();
-                }
-                cache
-                    .incidents()
-                    .recovered(|| format!("eviction of {} succeeded on retry", describe(&targets)));
-                return;
+/// Evictions that failed, waiting for Redis. While any wait, the cache's
+/// lookups are skipped: see the module documentation.
+#[derive(Default)]
+pub(crate) struct Parked {
+    targets: Mutex<Vec<Target>>,
+    /// Whether `targets` is non-empty: read by every lookup, so an atomic.
+    any: AtomicBool,
+    /// Whether a replay task is running.
+    replaying: AtomicBool,
+}
+
+impl Parked {
+    /// Whether lookups must be skipped.
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Target>> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Parks failed evictions and makes sure a task replays them.
+fn park(cache: &Cache, targets: Vec<Target>) {
+    let parked = cache.parked();
+    {
+        let mut waiting = parked.lock();
+        for target in targets {
+            if !waiting.contains(&target) {
+                waiting.push(target);
             }
         }
-        cache.incidents().warn(Incident::Evict, || {
-            format!(
-                "gave up evicting {}: the old entries live until their TTL",
-                describe(&targets)
-            )
-        });
+        if waiting.len() > MAX_PARKED {
+            let dropped = waiting.len() - MAX_PARKED;
+            waiting.drain(..dropped);
+            tracing::error!(
+                target: "cache_runtime",
+                "{dropped} failed eviction(s) dropped: more than {MAX_PARKED} wait for Redis; their entries live until their TTL"
+            );
+        }
+        parked.any.store(true, Ordering::Release);
+    }
+    if parked.replaying.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Ok(io) = crate::connection::io_runtime() else {
+        parked.replaying.store(false, Ordering::Release);
+        return;
+    };
+    let cache = cache.clone();
+    io.spawn(async move {
+        let parked = cache.parked();
+        let mut backoff = FIRST_REPLAY_BACKOFF;
+        loop {
+            tokio::time::sleep(backoff).await;
+            let batch = parked.lock().clone();
+            if evict_once(&cache, &batch).await.is_ok() {
+                let mut waiting = parked.lock();
+                waiting.retain(|target| !batch.contains(target));
+                if waiting.is_empty() {
+                    parked.any.store(false, Ordering::Release);
+                    parked.replaying.store(false, Ordering::Release);
+                    drop(waiting);
+                    cache.incidents().recovered(|| {
+                        format!(
+                            "{} failed eviction(s) applied; cache lookups resume",
+                            batch.len()
+                        )
+                    });
+                    return;
+                }
+                backoff = FIRST_REPLAY_BACKOFF;
+            } else {
+                backoff = (backoff * 2).min(MAX_REPLAY_BACKOFF);
+            }
+        }
     });
 }
 

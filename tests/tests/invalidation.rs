@@ -235,19 +235,28 @@ async fn a_failed_eviction_is_counted_retried_and_reported_when_asked() {
     let metrics = cache_runtime::metrics::function("invalidation::rename_user").unwrap();
     assert!(metrics.eviction_errors >= 1);
 
-    // Redis comes back with the old entry (as after a failover to a replica):
-    // the background retry evicts it.
+    // Redis comes back with the old entry (as after a failover to a replica,
+    // or a restart from a snapshot).
     server.restart();
     let _: () = server
         .client()
         .set("user:9", r#"{"v":1,"data":"old"}"#)
         .unwrap();
+    assert_ne!(
+        get_user(&cache, &calls, 9).await,
+        "old",
+        "a failed eviction's entry is never served"
+    );
     let evicted = eventually(Duration::from_secs(10), || {
         let mut client = server.client();
         async move { !client.exists::<_, bool>("user:9").unwrap() }
     })
     .await;
-    assert!(evicted.is_some(), "the background retry evicted the key");
+    assert!(evicted.is_some(), "the parked eviction was replayed");
+    get_user(&cache, &calls, 9).await;
+    let before = calls.get();
+    get_user(&cache, &calls, 9).await;
+    assert_eq!(calls.get(), before, "and lookups resumed");
 }
 
 struct Repo {
