@@ -171,6 +171,13 @@ impl Cache {
         ttl: Duration,
     ) -> Result<(), CacheError> {
         let bytes = codec::encode(value, None).map_err(CacheError::Encode)?;
+        let max = self.inner.config.max_value_size;
+        if bytes.len() > max {
+            return Err(CacheError::TooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
         self.send_set(&self.full_key(key), &bytes, ttl).await
     }
 

@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::cache::{Cache, Lookup};
 use crate::codec;
 use crate::flight::{self, FlightState, Joined, LeaderGuard};
+use crate::incident::Incident;
 use crate::lock::{HeldLock, LockAttempt};
 use crate::metrics::CallSite;
 
@@ -355,6 +356,9 @@ enum Entry {
     Nothing,
     /// It could not be serialized (logged).
     Unencodable,
+    /// Larger than `max_value_size` (logged): shared with the flight's
+    /// followers, but not stored.
+    TooLarge(Arc<[u8]>),
     /// The encoded entry and its Redis TTL (`ttl` less jitter, plus `stale`).
     Ready {
         bytes: Arc<[u8]>,
@@ -372,6 +376,18 @@ fn entry_of<S: Shape<R>, R>(cache: &Cache, site: &CallSite, result: &R) -> Entry
         codec::now_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
     });
     match cache.encode(stored, fresh_until) {
+        Some(bytes) if bytes.len() > cache.config().max_value_size => {
+            site.record_oversized();
+            cache.incidents().warn(Incident::TooLarge, || {
+                format!(
+                    "a result of `{}` is {} bytes, over the {}-byte `max_value_size`: it is returned but not cached",
+                    site.name(),
+                    bytes.len(),
+                    cache.config().max_value_size
+                )
+            });
+            Entry::TooLarge(bytes.into())
+        }
         Some(bytes) => Entry::Ready {
             bytes: bytes.into(),
             redis_ttl: ttl + stale,
@@ -392,6 +408,12 @@ async fn share_and_store(
     let store_failed = match entry {
         Entry::Nothing => false,
         Entry::Unencodable => true,
+        Entry::TooLarge(bytes) => {
+            if let Some(flight) = &flight {
+                flight.publish(FlightState::Done(bytes));
+            }
+            false
+        }
         Entry::Ready { bytes, redis_ttl } => {
             // Followers get the entry now; the flight stays open until the
             // store is done, so that nobody arriving meanwhile misses and

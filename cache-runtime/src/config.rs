@@ -30,6 +30,9 @@ pub const DEFAULT_LOCK_LEASE: Duration = Duration::from_secs(10);
 /// How long a process waits for the lock holder's value before it runs the
 /// body itself.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Encoded entries larger than this are not stored (the call still returns
+/// its value): one huge value must not fill Redis or stall its connection.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
 
 /// Everything a [`Cache`](crate::Cache) needs, validated.
 #[derive(Clone)]
@@ -46,6 +49,7 @@ pub(crate) struct Config {
     pub(crate) ttl_jitter: f64,
     pub(crate) lock_lease: Duration,
     pub(crate) lock_wait: Duration,
+    pub(crate) max_value_size: usize,
 }
 
 impl fmt::Debug for Config {
@@ -62,6 +66,7 @@ impl fmt::Debug for Config {
             .field("ttl_jitter", &self.ttl_jitter)
             .field("lock_lease", &self.lock_lease)
             .field("lock_wait", &self.lock_wait)
+            .field("max_value_size", &self.max_value_size)
             .finish()
     }
 }
@@ -95,6 +100,7 @@ pub struct CacheBuilder {
     ttl_jitter: Option<f64>,
     lock_lease: Option<Duration>,
     lock_wait: Option<Duration>,
+    max_value_size: Option<usize>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -185,6 +191,14 @@ impl CacheBuilder {
         self
     }
 
+    /// Encoded entries larger than this many bytes are not stored: the call
+    /// returns its value, and the incident is logged and counted
+    /// (`oversized`). Default: [`DEFAULT_MAX_VALUE_SIZE`] (16 MiB).
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = Some(bytes);
+        self
+    }
+
     /// Validates the configuration and creates the cache. It connects in the
     /// background: this returns at once, and never fails because Redis is down.
     pub fn build(self) -> Result<crate::Cache, ConfigError> {
@@ -242,6 +256,7 @@ impl CacheBuilder {
             },
             lock_lease: positive(self.lock_lease, DEFAULT_LOCK_LEASE, "lock_lease")?,
             lock_wait: positive(self.lock_wait, DEFAULT_LOCK_WAIT, "lock_wait")?,
+            max_value_size: self.max_value_size.unwrap_or(DEFAULT_MAX_VALUE_SIZE),
         })
     }
 }

@@ -79,6 +79,8 @@ pub enum CacheError {
     Redis(redis::RedisError),
     /// The value could not be serialized to JSON.
     Encode(serde_json::Error),
+    /// The encoded value is larger than `max_value_size`.
+    TooLarge { size: usize, max: usize },
 }
 
 impl fmt::Display for CacheError {
@@ -90,6 +92,10 @@ impl fmt::Display for CacheError {
             }
             CacheError::Redis(e) => write!(f, "Redis error: {e}"),
             CacheError::Encode(e) => write!(f, "the value cannot be serialized to JSON: {e}"),
+            CacheError::TooLarge { size, max } => write!(
+                f,
+                "the value is {size} bytes encoded, over the {max}-byte `max_value_size`"
+            ),
         }
     }
 }
@@ -99,7 +105,7 @@ impl std::error::Error for CacheError {
         match self {
             CacheError::Redis(e) => Some(e),
             CacheError::Encode(e) => Some(e),
-            CacheError::Unavailable | CacheError::Timeout(_) => None,
+            CacheError::Unavailable | CacheError::Timeout(_) | CacheError::TooLarge { .. } => None,
         }
     }
 }

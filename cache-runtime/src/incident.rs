@@ -24,9 +24,11 @@ pub(crate) enum Incident {
     Encode = 4,
     /// An eviction failed.
     Evict = 5,
+    /// A value was over `max_value_size`.
+    TooLarge = 6,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 pub(crate) struct Incidents {
     interval: Duration,

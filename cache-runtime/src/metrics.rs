@@ -15,6 +15,7 @@
 //! - `refreshes`: background refreshes of stale values;
 //! - `evictions`, `eviction_errors`: evictions by `#[cache_evict]` functions
 //!   and derived invalidators that succeeded, and that failed;
+//! - `oversized`: results not stored because they were over `max_value_size`;
 //! - `errors`: failed Redis operations (unreachable, deadline passed, server
 //!   error). A call whose lookup failed ran its body and counts here, not as a
 //!   miss; a miss whose store then failed counts in both.
@@ -54,6 +55,7 @@ pub struct CallSite {
     refreshes: AtomicU64,
     evictions: AtomicU64,
     eviction_errors: AtomicU64,
+    oversized: AtomicU64,
     latency_buckets: [AtomicU64; 15],
     latency_sum_nanos: AtomicU64,
 }
@@ -91,6 +93,7 @@ impl CallSite {
             refreshes: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             eviction_errors: AtomicU64::new(0),
+            oversized: AtomicU64::new(0),
             latency_buckets: [const { AtomicU64::new(0) }; 15],
             latency_sum_nanos: AtomicU64::new(0),
         }
@@ -159,6 +162,10 @@ impl CallSite {
         self.eviction_errors.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn record_oversized(&self) {
+        self.oversized.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn record_miss(&self) {
         self.misses.fetch_add(1, Relaxed);
     }
@@ -190,6 +197,7 @@ impl CallSite {
             refreshes: self.refreshes.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
             eviction_errors: self.eviction_errors.load(Relaxed),
+            oversized: self.oversized.load(Relaxed),
             latency: LatencyHistogram {
                 buckets,
                 sum: Duration::from_nanos(self.latency_sum_nanos.load(Relaxed)),
@@ -213,6 +221,8 @@ pub struct FunctionMetrics {
     pub evictions: u64,
     /// Failed evictions (each retried in the background).
     pub eviction_errors: u64,
+    /// Results not stored because they were over `max_value_size`.
+    pub oversized: u64,
     pub latency: LatencyHistogram,
 }
 
