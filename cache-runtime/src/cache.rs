@@ -133,6 +133,13 @@ impl Cache {
         self.inner.connection.is_connected()
     }
 
+    /// Why the last connection attempt failed, while the cache is not
+    /// connected (a refused connection, a TLS or authentication error…); any
+    /// password is redacted. `None` once connected.
+    pub fn last_connect_error(&self) -> Option<String> {
+        self.inner.connection.last_connect_error()
+    }
+
     /// The per-operation deadline.
     pub fn deadline(&self) -> Duration {
         self.inner.config.deadline
@@ -249,7 +256,8 @@ impl Cache {
             Err(error) => {
                 self.incidents().warn(Incident::Lookup, || {
                     format!(
-                        "cache lookup failed, running the function uncached: {error} (Redis at {})",
+                        "cache lookup failed, running the function uncached: {} (Redis at {})",
+                        self.scrub(&error),
                         self.inner.connection.shared.redacted_url
                     )
                 });
@@ -290,7 +298,8 @@ impl Cache {
         result.map_err(|error| {
             self.incidents().warn(Incident::Store, || {
                 format!(
-                    "cache store failed; the result is returned but not cached: {error} (Redis at {})",
+                    "cache store failed; the result is returned but not cached: {} (Redis at {})",
+                    self.scrub(&error),
                     self.inner.connection.shared.redacted_url
                 )
             });
@@ -378,6 +387,11 @@ impl Cache {
                 None
             }
         }
+    }
+
+    /// An error's message without the URL's password.
+    pub(crate) fn scrub(&self, error: &dyn std::fmt::Display) -> String {
+        self.inner.connection.shared.scrub(&error.to_string())
     }
 
     pub(crate) fn incidents(&self) -> &crate::incident::Incidents {

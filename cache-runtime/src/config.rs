@@ -50,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) lock_lease: Duration,
     pub(crate) lock_wait: Duration,
     pub(crate) max_value_size: usize,
+    /// PEM root certificates trusted for `rediss://`, instead of the system's.
+    pub(crate) tls_root_ca: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Config {
@@ -67,6 +69,7 @@ impl fmt::Debug for Config {
             .field("lock_lease", &self.lock_lease)
             .field("lock_wait", &self.lock_wait)
             .field("max_value_size", &self.max_value_size)
+            .field("tls_root_ca", &self.tls_root_ca.as_ref().map(|_| "<PEM>"))
             .finish()
     }
 }
@@ -101,6 +104,7 @@ pub struct CacheBuilder {
     lock_lease: Option<Duration>,
     lock_wait: Option<Duration>,
     max_value_size: Option<usize>,
+    tls_root_ca: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -114,8 +118,9 @@ impl fmt::Debug for CacheBuilder {
 }
 
 impl CacheBuilder {
-    /// The Redis server, as `redis://[user:password@]host:port[/db]` or
-    /// `redis+unix:///path`. Default: `REDIS_URL`, else [`DEFAULT_URL`].
+    /// The Redis server, as `redis://[user:password@]host:port[/db]`,
+    /// `rediss://…` for TLS, or `redis+unix:///path`. Default: `REDIS_URL`,
+    /// else [`DEFAULT_URL`].
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
@@ -199,6 +204,13 @@ impl CacheBuilder {
         self
     }
 
+    /// PEM-encoded root certificates to trust for a `rediss://` URL, instead
+    /// of the system's (for a private CA). Default: the system's roots.
+    pub fn tls_root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_ca = Some(pem.into());
+        self
+    }
+
     /// Validates the configuration and creates the cache. It connects in the
     /// background: this returns at once, and never fails because Redis is down.
     pub fn build(self) -> Result<crate::Cache, ConfigError> {
@@ -257,6 +269,7 @@ impl CacheBuilder {
             lock_lease: positive(self.lock_lease, DEFAULT_LOCK_LEASE, "lock_lease")?,
             lock_wait: positive(self.lock_wait, DEFAULT_LOCK_WAIT, "lock_wait")?,
             max_value_size: self.max_value_size.unwrap_or(DEFAULT_MAX_VALUE_SIZE),
+            tls_root_ca: self.tls_root_ca,
         })
     }
 }
@@ -275,6 +288,19 @@ fn validate_prefix(prefix: &str) -> Result<(), ConfigError> {
         prefix: prefix.to_owned(),
         reason,
     })
+}
+
+/// The password in `url`, if it has one (`redis://user:PASSWORD@…`).
+pub(crate) fn url_password(url: &str) -> Option<&str> {
+    let authority_start = url.find("://")? + 3;
+    let rest = &url[authority_start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let password = match userinfo.find(':') {
+        Some(colon) => &userinfo[colon + 1..],
+        None => userinfo,
+    };
+    (!password.is_empty()).then_some(password)
 }
 
 /// `url` with the password, if any, replaced by `***`: the only form in which
@@ -323,6 +349,9 @@ mod tests {
         assert_eq!(redact_url("redis://s3cret@host"), "redis://:***@host");
         assert_eq!(redact_url("redis://u:p@ss@host"), "redis://u:***@host");
         assert_eq!(redact_url("s3cret"), "<unparsable URL>");
+        assert_eq!(url_password("redis://app:s3cret@host/1"), Some("s3cret"));
+        assert_eq!(url_password("redis://s3cret@host"), Some("s3cret"));
+        assert_eq!(url_password("redis://host:6379"), None);
     }
 
     #[test]

@@ -56,7 +56,12 @@ pub(crate) struct Shared {
     /// Notified when a call sees the connection fail.
     wake_supervisor: Notify,
     pub(crate) redacted_url: String,
+    /// The URL's password, to scrub from error messages should a server or a
+    /// library ever echo it.
+    password: Option<String>,
     pub(crate) incidents: Incidents,
+    /// Why the last connection attempt failed, while it is not connected.
+    last_connect_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Owns the supervisor: when the last `Cache` handle drops, so does this,
@@ -70,18 +75,18 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn new(config: &Config) -> Result<Self, crate::error::ConfigError> {
         let redacted_url = redact_url(&config.url);
-        let client = Client::open(config.url.as_str()).map_err(|e| {
-            crate::error::ConfigError::InvalidUrl {
-                url: redacted_url.clone(),
-                reason: e.to_string(),
-            }
+        let client = open_client(config).map_err(|e| crate::error::ConfigError::InvalidUrl {
+            url: redacted_url.clone(),
+            reason: e.to_string(),
         })?;
         let shared = Arc::new(Shared {
             state: RwLock::new(State::Connecting),
             settled: Notify::new(),
             wake_supervisor: Notify::new(),
             redacted_url,
+            password: crate::config::url_password(&config.url).map(str::to_owned),
             incidents: Incidents::new(config.log_interval),
+            last_connect_error: Default::default(),
         });
         let stop = match io_runtime() {
             Ok(io) => {
@@ -118,7 +123,9 @@ impl Connection {
             settled: Notify::new(),
             wake_supervisor: Notify::new(),
             redacted_url: redact_url(&config.url),
+            password: None,
             incidents: Incidents::new(config.log_interval),
+            last_connect_error: Default::default(),
         });
         Connection {
             shared,
@@ -130,6 +137,15 @@ impl Connection {
     /// Whether a connection is up right now.
     pub(crate) fn is_connected(&self) -> bool {
         matches!(*self.shared.read_state(), State::Up { .. })
+    }
+
+    /// Why the last connection attempt failed, if the cache is not connected.
+    pub(crate) fn last_connect_error(&self) -> Option<String> {
+        self.shared
+            .last_connect_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Sends one command, within the deadline.
@@ -211,6 +227,14 @@ impl Connection {
 }
 
 impl Shared {
+    /// `message` without the URL's password.
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        match &self.password {
+            Some(password) => message.replace(password.as_str(), "***"),
+            None => message.to_owned(),
+        }
+    }
+
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // A panic while holding this lock cannot leave the state half-written
         // (every write is a single assignment), so poisoning is harmless.
@@ -316,7 +340,14 @@ async fn connect_with_backoff(
     let mut backoff = Duration::ZERO;
     let mut failures = 0u64;
     loop {
-        match connect(client, config, connect_timeout).await {
+        let attempt = connect(client, config, connect_timeout)
+            .await
+            .map_err(|error| shared.scrub(&error.to_string()));
+        *shared
+            .last_connect_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = attempt.as_ref().err().cloned();
+        match attempt {
             Ok(connection) => {
                 if failures > 0 {
                     shared.incidents.recovered(|| {
@@ -384,6 +415,28 @@ async fn connect(
     })
     .await
     .unwrap_or(Err(CacheError::Timeout(connect_timeout)))
+}
+
+/// The client for `config.url`. A `rediss://` URL uses rustls, with the
+/// configured root CA if there is one and the system's roots otherwise.
+fn open_client(config: &Config) -> redis::RedisResult<Client> {
+    if !config.url.starts_with("rediss://") {
+        return Client::open(config.url.as_str());
+    }
+    // rustls needs a process-wide crypto provider and panics at the first
+    // TLS connection without one. Install ring's unless the application
+    // already installed one (then this fails, harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match &config.tls_root_ca {
+        None => Client::open(config.url.as_str()),
+        Some(pem) => Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+    }
 }
 
 /// The runtime that drives every connection: one thread, for the whole

@@ -181,8 +181,9 @@ pub(crate) async fn run(
             }
             cache.incidents().warn(Incident::Evict, || {
                 format!(
-                    "eviction of {} failed: {error}; lookups skip Redis until it is retried successfully in the background",
-                    describe(&targets)
+                    "eviction of {} failed: {}; lookups skip Redis until it is retried successfully in the background",
+                    describe(&targets),
+                    cache.scrub(&error)
                 )
             });
             park(cache, targets);

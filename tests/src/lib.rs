@@ -16,6 +16,8 @@ use cache_runtime::{Cache, CacheBuilder};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Extra `redis-server` arguments, kept for restarts.
+    extra_args: Vec<String>,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,16 +25,23 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 impl RedisServer {
     /// Starts a server on a free port.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// Starts a server on a free port with extra `redis-server` arguments
+    /// (TLS, …). The plain port [`RedisServer::port`] is always open too.
+    pub fn start_with(extra_args: Vec<String>) -> RedisServer {
         // Another test may take the port between our probe and the server's
         // bind; the server then exits and we try another one.
         let mut last_error = String::new();
         for _ in 0..10 {
             let port = free_port();
-            match spawn_server(port) {
+            match spawn_server(port, &extra_args) {
                 Ok(child) => {
                     return RedisServer {
                         port,
                         child: Some(child),
+                        extra_args,
                     };
                 }
                 Err(error) => last_error = error,
@@ -49,13 +58,18 @@ impl RedisServer {
 
     /// Starts a server on `port`, retrying while the port is still held.
     pub fn start_on(port: u16) -> RedisServer {
+        RedisServer::start_on_with(port, Vec::new())
+    }
+
+    fn start_on_with(port: u16, extra_args: Vec<String>) -> RedisServer {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            match spawn_server(port) {
+            match spawn_server(port, &extra_args) {
                 Ok(child) => {
                     return RedisServer {
                         port,
                         child: Some(child),
+                        extra_args,
                     };
                 }
                 Err(error) if Instant::now() > deadline => {
@@ -106,7 +120,8 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let port = self.port;
-        *self = RedisServer::start_on(port);
+        let extra_args = std::mem::take(&mut self.extra_args);
+        *self = RedisServer::start_on_with(port, extra_args);
     }
 
     /// Stalls the server with `SIGSTOP`: connections stay open, nothing answers.
@@ -156,13 +171,14 @@ fn free_port() -> u16 {
     }
 }
 
-fn spawn_server(port: u16) -> Result<Child, String> {
+fn spawn_server(port: u16, extra_args: &[String]) -> Result<Child, String> {
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
         .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+        .args(extra_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -206,6 +222,128 @@ fn ping(port: u16) -> bool {
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
         && &reply == b"+PONG\r\n"
+}
+
+/// A throwaway CA and a server certificate it signed for 127.0.0.1, made
+/// with the `openssl` command line in a fresh temporary directory.
+pub struct TestCertificates {
+    pub dir: std::path::PathBuf,
+}
+
+impl TestCertificates {
+    pub fn generate() -> TestCertificates {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cache-tests-tls-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [&[&str]; 3] = [
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=cache-tests CA",
+                ],
+            ]
+            .concat(),
+            &[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.cnf",
+            ],
+        ];
+        std::fs::write(
+            dir.join("san.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write san.cnf");
+        for args in steps {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| panic!("run openssl (apt-get install openssl): {e}"));
+            assert!(
+                output.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        TestCertificates { dir }
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("ca.crt")).expect("read ca.crt")
+    }
+
+    /// `redis-server` arguments for a TLS port using these certificates.
+    pub fn server_args(&self, tls_port: u16) -> Vec<String> {
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &self.path("server.crt"),
+            "--tls-key-file",
+            &self.path("server.key"),
+            "--tls-ca-cert-file",
+            &self.path("ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+impl Drop for TestCertificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Polls `condition` every 20 ms until it holds or `limit` passes; returns

@@ -1,0 +1,126 @@
+//! `rediss://` with rustls, and ACL users with passwords, against a real
+//! `redis-server` with a TLS port and a certificate the test generates. A
+//! wrong password or a missing CA is reported clearly and fails open.
+
+use std::time::Duration;
+
+use cache_runtime::{Cache, redis_cached};
+use cache_tests::{Calls, RedisServer, TestCertificates, eventually};
+
+#[redis_cached(key = "secure:{id}", ttl = 60, cache = cache)]
+async fn secure(cache: &Cache, calls: &Calls, id: u32) -> u32 {
+    calls.bump();
+    id
+}
+
+/// Whether the second call of a fresh key is a hit.
+async fn caches(cache: &Cache, calls: &Calls, id: u32) -> bool {
+    let before = calls.get();
+    secure(cache, calls, id).await;
+    secure(cache, calls, id).await;
+    calls.get() == before + 1
+}
+
+fn tls_server(certificates: &TestCertificates) -> (RedisServer, u16) {
+    let tls_port = RedisServer::unused_port();
+    let server = RedisServer::start_with(certificates.server_args(tls_port));
+    (server, tls_port)
+}
+
+#[tokio::test]
+async fn rediss_with_the_servers_ca_caches() {
+    let certificates = TestCertificates::generate();
+    let (_server, tls_port) = tls_server(&certificates);
+    let cache = Cache::builder()
+        .url(format!("rediss://127.0.0.1:{tls_port}"))
+        .tls_root_ca_pem(certificates.ca_pem())
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    assert!(caches(&cache, &calls, 1).await);
+    assert!(cache.is_connected());
+}
+
+#[tokio::test]
+async fn rediss_without_the_ca_fails_open_and_says_why() {
+    let certificates = TestCertificates::generate();
+    let (_server, tls_port) = tls_server(&certificates);
+    // The system's roots do not include the test's CA.
+    let cache = Cache::builder()
+        .url(format!("rediss://127.0.0.1:{tls_port}"))
+        .deadline(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    for id in 0..3 {
+        assert_eq!(secure(&cache, &calls, id).await, id);
+    }
+    assert_eq!(calls.get(), 3, "every call ran uncached");
+    let reported = eventually(Duration::from_secs(5), || {
+        let error = cache.last_connect_error();
+        async move { error.is_some() }
+    })
+    .await;
+    assert!(reported.is_some());
+    let error = cache.last_connect_error().unwrap().to_lowercase();
+    assert!(error.contains("certificate"), "unclear TLS error: {error}");
+}
+
+fn acl_server() -> RedisServer {
+    let server = RedisServer::start();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">s3cret-pw", "~*", "&*", "+@all"][..])
+        .query(&mut server.client())
+        .unwrap();
+    server
+}
+
+#[tokio::test]
+async fn an_acl_user_with_its_password_caches() {
+    let server = acl_server();
+    let cache = Cache::builder()
+        .url(format!("redis://app:s3cret-pw@127.0.0.1:{}", server.port()))
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    assert!(caches(&cache, &calls, 1).await);
+    let whoami: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut server.client())
+        .unwrap();
+    assert!(
+        whoami.contains("user=app"),
+        "connected as the ACL user: {whoami}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_open_says_why_and_never_shows_the_password() {
+    let server = acl_server();
+    let cache = Cache::builder()
+        .url(format!("redis://app:wrong-pw@127.0.0.1:{}", server.port()))
+        .deadline(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    for id in 0..3 {
+        assert_eq!(secure(&cache, &calls, id).await, id);
+    }
+    assert_eq!(calls.get(), 3);
+    let reported = eventually(Duration::from_secs(5), || {
+        let error = cache.last_connect_error();
+        async move { error.is_some() }
+    })
+    .await;
+    assert!(reported.is_some());
+    let error = cache.last_connect_error().unwrap();
+    assert!(
+        error.contains("WRONGPASS") || error.to_lowercase().contains("auth"),
+        "unclear authentication error: {error}"
+    );
+    for shown in [error, format!("{cache:?}")] {
+        assert!(!shown.contains("wrong-pw"), "the password leaked: {shown}");
+    }
+}
