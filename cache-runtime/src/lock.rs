@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::cache::Cache;
+use crate::error::CacheError;
 use crate::random;
 
 /// Deletes the lock only if it still holds our token.
@@ -39,23 +40,41 @@ impl Cache {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key).arg(&token).arg("NX").arg("PX").arg(lease_ms);
+        let held = |released| HeldLock {
+            cache: self.clone(),
+            key,
+            token,
+            released,
+        };
         match self.send(&cmd).await {
-            Ok(redis::Value::Okay) => LockAttempt::Acquired(HeldLock {
-                cache: self.clone(),
-                key,
-                token,
-                released: false,
-            }),
+            Ok(redis::Value::Okay) => LockAttempt::Acquired(held(false)),
             Ok(_) => LockAttempt::Busy,
-            Err(_) => LockAttempt::Failed,
+            // A server error (OOM…) means the SET did not happen.
+            Err(CacheError::Redis(error))
+                if matches!(
+                    error.kind(),
+                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+                ) =>
+            {
+                LockAttempt::Failed
+            }
+            // A deadline or a dropped connection leaves it unknown whether
+            // the SET happened: if it did, the lock is ours, so release it
+            // by its token (in the background, on drop) rather than let it
+            // block other processes for a whole lease.
+            Err(_) => {
+                drop(held(false));
+                LockAttempt::Failed
+            }
         }
     }
 }
 
 impl HeldLock {
+    /// Releases the lock; if Redis cannot be reached, the drop retries in
+    /// the background.
     pub(crate) async fn release(mut self) {
-        self.released = true;
-        release(&self.cache, &self.key, &self.token).await;
+        self.released = release(&self.cache, &self.key, &self.token).await;
     }
 }
 
@@ -71,14 +90,32 @@ impl Drop for HeldLock {
         );
         // Not awaited by anyone: if Redis is unreachable, the lease expires.
         if let Ok(io) = crate::connection::io_runtime() {
-            io.spawn(async move { release(&cache, &key, &token).await });
+            io.spawn(async move { release_in_background(&cache, &key, &token).await });
         }
     }
 }
 
-async fn release(cache: &Cache, key: &str, token: &str) {
+/// One compare-and-delete; whether Redis answered it.
+async fn release(cache: &Cache, key: &str, token: &str) -> bool {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(RELEASE).arg(1).arg(key).arg(token);
-    // A failure leaves the lock to expire with its lease.
-    let _ = cache.send(&cmd).await;
+    cache.send(&cmd).await.is_ok()
 }
+
+/// [`release`], retried while Redis is unreachable: run in the background
+/// for locks whose holder is gone. After the last try the lease expires it.
+async fn release_in_background(cache: &Cache, key: &str, token: &str) {
+    for delay in RELEASE_RETRY_DELAYS {
+        if release(cache, key, token).await {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+const RELEASE_RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_secs(1),
+    Duration::ZERO,
+];
