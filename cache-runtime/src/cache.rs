@@ -352,6 +352,22 @@ impl Cache {
         tags: &[String],
     ) -> Result<(), CacheError> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let tag_commands = |pipeline: &mut redis::Pipeline, tag: &str| {
+            pipeline.cmd("SADD").arg(tag).arg(full_key);
+            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("NX");
+            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("GT");
+        };
+        if self.inner.connection.is_cluster() {
+            // The entry and each tag set live in their own slots, and a
+            // cluster pipeline must stay within one: one round trip each.
+            self.send_set(full_key, bytes, ttl).await?;
+            for tag in tags {
+                let mut pipeline = redis::pipe();
+                tag_commands(&mut pipeline, tag);
+                self.send_checked_pipeline(&pipeline).await?;
+            }
+            return Ok(());
+        }
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("SET")
@@ -360,18 +376,60 @@ impl Cache {
             .arg("PX")
             .arg(ttl_ms);
         for tag in tags {
-            pipeline.cmd("SADD").arg(tag).arg(full_key);
-            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("NX");
-            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("GT");
+            tag_commands(&mut pipeline, tag);
         }
-        let replies = self.inner.connection.send_pipeline(&pipeline).await?;
-        // A server error inside a pipeline comes back as a reply.
-        for reply in replies {
+        self.send_checked_pipeline(&pipeline).await
+    }
+
+    /// Sends a pipeline; a server error inside it, which comes back as a
+    /// reply, becomes an error.
+    async fn send_checked_pipeline(&self, pipeline: &redis::Pipeline) -> Result<(), CacheError> {
+        for reply in self.inner.connection.send_pipeline(pipeline).await? {
             if let redis::Value::ServerError(error) = reply {
                 return Err(CacheError::Redis(error.into()));
             }
         }
         Ok(())
+    }
+
+    /// Whether the cache talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.connection.is_cluster()
+    }
+
+    /// The masters of the cluster, as `(host, port)`, from `CLUSTER NODES`.
+    pub(crate) async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, CacheError> {
+        let reply = self.send(redis::cmd("CLUSTER").arg("NODES")).await?;
+        let text = match reply {
+            redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            redis::Value::VerbatimString { text, .. } => text,
+            _ => return Err(CacheError::Unavailable),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                // <id> <host:port@bus[,hostname]> <flags> …
+                let mut fields = line.split_whitespace();
+                let address = fields.nth(1)?;
+                let flags = fields.next()?;
+                if !flags.split(',').any(|flag| flag == "master") || flags.contains("fail") {
+                    return None;
+                }
+                let host_port = address.split(['@', ',']).next()?;
+                let (host, port) = host_port.rsplit_once(':')?;
+                Some((host.to_owned(), port.parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Sends `cmd` to one node of the cluster.
+    pub(crate) async fn send_to_node(
+        &self,
+        cmd: &redis::Cmd,
+        host: &str,
+        port: u16,
+    ) -> Result<redis::Value, CacheError> {
+        self.inner.connection.send_to_node(cmd, host, port).await
     }
 
     pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<Decoded<T>> {

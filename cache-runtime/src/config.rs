@@ -52,12 +52,30 @@ pub(crate) struct Config {
     pub(crate) max_value_size: usize,
     /// PEM root certificates trusted for `rediss://`, instead of the system's.
     pub(crate) tls_root_ca: Option<Vec<u8>>,
+    /// Seed nodes of a Redis Cluster; empty for a single server at `url`.
+    pub(crate) cluster_urls: Vec<String>,
+}
+
+impl Config {
+    /// What the cache connects to, as logs and errors show it: passwords
+    /// redacted.
+    pub(crate) fn redacted_target(&self) -> String {
+        if self.cluster_urls.is_empty() {
+            return redact_url(&self.url);
+        }
+        let seeds: Vec<String> = self
+            .cluster_urls
+            .iter()
+            .map(|url| redact_url(url))
+            .collect();
+        format!("cluster [{}]", seeds.join(", "))
+    }
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("url", &redact_url(&self.url))
+            .field("target", &self.redacted_target())
             .field("key_prefix", &self.key_prefix)
             .field("deadline", &self.deadline)
             .field("connect_timeout", &self.connect_timeout)
@@ -105,6 +123,7 @@ pub struct CacheBuilder {
     lock_wait: Option<Duration>,
     max_value_size: Option<usize>,
     tls_root_ca: Option<Vec<u8>>,
+    cluster_urls: Option<Vec<String>>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -211,6 +230,18 @@ impl CacheBuilder {
         self
     }
 
+    /// Connects to a Redis Cluster through these seed nodes instead of one
+    /// server (the cluster's other nodes are discovered). Default: the
+    /// comma-separated `REDIS_CLUSTER_URLS`, when set and no `url` is given.
+    pub fn cluster_urls<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cluster_urls = Some(urls.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Validates the configuration and creates the cache. It connects in the
     /// background: this returns at once, and never fails because Redis is down.
     pub fn build(self) -> Result<crate::Cache, ConfigError> {
@@ -219,6 +250,20 @@ impl CacheBuilder {
     }
 
     pub(crate) fn into_config(self) -> Result<Config, ConfigError> {
+        let cluster_urls = match (&self.cluster_urls, &self.url) {
+            (Some(urls), _) => urls.clone(),
+            // An explicit `url` means one server, whatever the environment says.
+            (None, Some(_)) => Vec::new(),
+            (None, None) => std::env::var("REDIS_CLUSTER_URLS")
+                .map(|urls| {
+                    urls.split(',')
+                        .map(str::trim)
+                        .filter(|url| !url.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         let url = self
             .url
             .or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()))
@@ -270,6 +315,7 @@ impl CacheBuilder {
             lock_wait: positive(self.lock_wait, DEFAULT_LOCK_WAIT, "lock_wait")?,
             max_value_size: self.max_value_size.unwrap_or(DEFAULT_MAX_VALUE_SIZE),
             tls_root_ca: self.tls_root_ca,
+            cluster_urls,
         })
     }
 }

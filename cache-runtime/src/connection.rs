@@ -22,12 +22,55 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, Value};
 use tokio::sync::{Notify, oneshot};
 
 use crate::config::{Config, redact_url};
 use crate::error::CacheError;
 use crate::incident::{Incident, Incidents};
+
+/// One connection: to a single server, or to a Redis Cluster (which
+/// redis-rs routes by slot, following MOVED and ASK redirects).
+#[derive(Clone)]
+pub(crate) enum RedisConnection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        use redis::aio::ConnectionLike;
+        match self {
+            RedisConnection::Single(connection) => connection.send_packed_command(cmd).await,
+            RedisConnection::Cluster(connection) => connection.req_packed_command(cmd).await,
+        }
+    }
+
+    async fn send_pipeline(&mut self, pipeline: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+        use redis::aio::ConnectionLike;
+        match self {
+            RedisConnection::Single(connection) => {
+                connection
+                    .send_packed_commands(pipeline, 0, pipeline.len())
+                    .await
+            }
+            RedisConnection::Cluster(connection) => {
+                connection
+                    .req_packed_commands(pipeline, 0, pipeline.len())
+                    .await
+            }
+        }
+    }
+}
+
+/// Where to connect.
+enum Server {
+    Single(Client, AsyncConnectionConfig),
+    Cluster(ClusterClient),
+}
 
 enum Request<'a> {
     One(&'a Cmd),
@@ -41,7 +84,7 @@ enum State {
     /// seen on an old connection never takes down its replacement.
     Up {
         generation: u64,
-        connection: MultiplexedConnection,
+        connection: RedisConnection,
     },
     /// Not connected; the supervisor is reconnecting.
     Down,
@@ -69,13 +112,14 @@ pub(crate) struct Shared {
 pub(crate) struct Connection {
     pub(crate) shared: Arc<Shared>,
     deadline: Duration,
+    cluster: bool,
     _stop_supervisor: Option<oneshot::Sender<()>>,
 }
 
 impl Connection {
     pub(crate) fn new(config: &Config) -> Result<Self, crate::error::ConfigError> {
-        let redacted_url = redact_url(&config.url);
-        let client = open_client(config).map_err(|e| crate::error::ConfigError::InvalidUrl {
+        let redacted_url = config.redacted_target();
+        let server = open_server(config).map_err(|e| crate::error::ConfigError::InvalidUrl {
             url: redacted_url.clone(),
             reason: e.to_string(),
         })?;
@@ -93,7 +137,7 @@ impl Connection {
                 let (stop_tx, stop_rx) = oneshot::channel();
                 io.spawn(supervise(
                     shared.clone(),
-                    client,
+                    server,
                     config.connect_timeout,
                     config.max_reconnect_backoff,
                     stop_rx,
@@ -112,6 +156,7 @@ impl Connection {
         Ok(Connection {
             shared,
             deadline: config.deadline,
+            cluster: !config.cluster_urls.is_empty(),
             _stop_supervisor: stop,
         })
     }
@@ -130,6 +175,7 @@ impl Connection {
         Connection {
             shared,
             deadline: config.deadline,
+            cluster: false,
             _stop_supervisor: None,
         }
     }
@@ -174,19 +220,22 @@ impl Connection {
             let (generation, mut connection) = self.acquire().await?;
             generation_used = Some(generation);
             match request {
-                Request::One(cmd) => connection.send_packed_command(cmd).await,
-                Request::Many(pipeline) => connection
-                    .send_packed_commands(pipeline, 0, pipeline.len())
-                    .await
-                    .map(Value::Array),
+                Request::One(cmd) => connection.send(cmd).await,
+                Request::Many(pipeline) => {
+                    connection.send_pipeline(pipeline).await.map(Value::Array)
+                }
             }
             .map_err(CacheError::Redis)
         })
         .await;
+        // In a cluster, one failing node says nothing of the others, and
+        // redis-rs reconnects to nodes itself: only the supervisor's health
+        // check takes a cluster connection out of service.
+        let breaker = if self.cluster { None } else { generation_used };
         match attempt {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(CacheError::Redis(error))) => {
-                if let Some(generation) = generation_used
+                if let Some(generation) = breaker
                     && is_connection_failure(&error)
                 {
                     self.shared.mark_down(generation);
@@ -196,7 +245,7 @@ impl Connection {
             Ok(Err(other)) => Err(other),
             Err(_elapsed) => {
                 // A stalled server: stop sending to it until it answers again.
-                if let Some(generation) = generation_used {
+                if let Some(generation) = breaker {
                     self.shared.mark_down(generation);
                 }
                 Err(CacheError::Timeout(self.deadline))
@@ -204,9 +253,40 @@ impl Connection {
         }
     }
 
+    /// Whether this is a Redis Cluster connection.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Sends `cmd` to one cluster node, within the deadline (for `SCAN`,
+    /// which walks one node's keyspace).
+    pub(crate) async fn send_to_node(
+        &self,
+        cmd: &Cmd,
+        host: &str,
+        port: u16,
+    ) -> Result<Value, CacheError> {
+        tokio::time::timeout(self.deadline, async {
+            let (_, connection) = self.acquire().await?;
+            let RedisConnection::Cluster(mut cluster) = connection else {
+                return Err(CacheError::Unavailable);
+            };
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.to_owned(),
+                port,
+            });
+            cluster
+                .route_command(cmd.clone(), route)
+                .await
+                .map_err(CacheError::Redis)
+        })
+        .await
+        .unwrap_or(Err(CacheError::Timeout(self.deadline)))
+    }
+
     /// The current connection, waiting (within the caller's deadline) only
     /// while the first connection attempt is in flight.
-    async fn acquire(&self) -> Result<(u64, MultiplexedConnection), CacheError> {
+    async fn acquire(&self) -> Result<(u64, RedisConnection), CacheError> {
         loop {
             let settled = self.shared.settled.notified();
             tokio::pin!(settled);
@@ -289,18 +369,14 @@ fn is_connection_failure(error: &RedisError) -> bool {
 /// the `Cache` is dropped.
 async fn supervise(
     shared: Arc<Shared>,
-    client: Client,
+    server: Server,
     connect_timeout: Duration,
     max_backoff: Duration,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(connect_timeout))
-        // Each call applies its own deadline.
-        .set_response_timeout(None);
     let mut generation = 0u64;
     loop {
-        let connect = connect_with_backoff(&shared, &client, &config, connect_timeout, max_backoff);
+        let connect = connect_with_backoff(&shared, &server, connect_timeout, max_backoff);
         let mut connection = tokio::select! {
             _ = &mut stop => return,
             connection = connect => connection,
@@ -332,15 +408,14 @@ async fn supervise(
 /// between attempts, capped at `max_backoff`.
 async fn connect_with_backoff(
     shared: &Shared,
-    client: &Client,
-    config: &AsyncConnectionConfig,
+    server: &Server,
     connect_timeout: Duration,
     max_backoff: Duration,
-) -> MultiplexedConnection {
+) -> RedisConnection {
     let mut backoff = Duration::ZERO;
     let mut failures = 0u64;
     loop {
-        let attempt = connect(client, config, connect_timeout)
+        let attempt = connect(server, connect_timeout)
             .await
             .map_err(|error| shared.scrub(&error.to_string()));
         *shared
@@ -378,9 +453,9 @@ async fn connect_with_backoff(
 /// How often the supervisor checks a connection that is up.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-async fn answers_ping(connection: &mut MultiplexedConnection, timeout: Duration) -> bool {
+async fn answers_ping(connection: &mut RedisConnection, timeout: Duration) -> bool {
     matches!(
-        tokio::time::timeout(timeout, connection.send_packed_command(&redis::cmd("PING"))).await,
+        tokio::time::timeout(timeout, connection.send(&redis::cmd("PING"))).await,
         Ok(Ok(_))
     )
 }
@@ -398,23 +473,60 @@ fn next_backoff(previous: Duration, max: Duration) -> Duration {
 /// server that accepts connections but does not answer (stopped with
 /// `SIGSTOP`, or paused) is not taken for a working one.
 async fn connect(
-    client: &Client,
-    config: &AsyncConnectionConfig,
+    server: &Server,
     connect_timeout: Duration,
-) -> Result<MultiplexedConnection, CacheError> {
+) -> Result<RedisConnection, CacheError> {
     tokio::time::timeout(connect_timeout, async {
-        let mut connection = client
-            .get_multiplexed_async_connection_with_config(config)
-            .await
-            .map_err(CacheError::Redis)?;
+        let mut connection = match server {
+            Server::Single(client, config) => RedisConnection::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+                    .map_err(CacheError::Redis)?,
+            ),
+            Server::Cluster(client) => RedisConnection::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(CacheError::Redis)?,
+            ),
+        };
         connection
-            .send_packed_command(&redis::cmd("PING"))
+            .send(&redis::cmd("PING"))
             .await
             .map_err(CacheError::Redis)?;
         Ok(connection)
     })
     .await
     .unwrap_or(Err(CacheError::Timeout(connect_timeout)))
+}
+
+/// What to connect to: a cluster if seed URLs are configured, else one server.
+fn open_server(config: &Config) -> redis::RedisResult<Server> {
+    if config.cluster_urls.is_empty() {
+        let connection_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            // Each call applies its own deadline.
+            .set_response_timeout(None);
+        return Ok(Server::Single(open_client(config)?, connection_config));
+    }
+    if config
+        .cluster_urls
+        .iter()
+        .any(|url| url.starts_with("rediss://"))
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    ClusterClient::builder(config.cluster_urls.iter().map(String::as_str))
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.deadline)
+        // Fail fast on a dead node: each call has its deadline anyway, and a
+        // node's slots must fail open, not stall their callers.
+        .retries(1)
+        .min_retry_wait(10)
+        .max_retry_wait(50)
+        .build()
+        .map(Server::Cluster)
 }
 
 /// The client for `config.url`. A `rediss://` URL uses rustls, with the

@@ -462,22 +462,41 @@ impl Cache {
         self.flights()
             .invalidate(|in_flight| in_flight.starts_with(&full_prefix));
         let pattern = format!("{}*", escape_glob(&full_prefix));
+        if !self.is_cluster() {
+            return self.scan_and_unlink(&pattern, None).await;
+        }
+        // SCAN walks one node's keyspace: walk every master's.
+        let mut evicted = 0;
+        for (host, port) in self.cluster_masters().await? {
+            evicted += self.scan_and_unlink(&pattern, Some((&host, port))).await?;
+        }
+        Ok(evicted)
+    }
+
+    /// `SCAN MATCH pattern` in batches, unlinking each batch; on one cluster
+    /// node if `node` is given.
+    async fn scan_and_unlink(
+        &self,
+        pattern: &str,
+        node: Option<(&str, u16)>,
+    ) -> Result<u64, CacheError> {
         let mut cursor = 0u64;
         let mut evicted = 0u64;
         loop {
-            let reply = self
-                .send(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH),
-                )
-                .await?;
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH);
+            let reply = match node {
+                Some((host, port)) => self.send_to_node(&scan, host, port).await?,
+                None => self.send(&scan).await?,
+            };
             let (next, keys) = scan_reply(reply)?;
             if !keys.is_empty() {
                 evicted += keys.len() as u64;
+                // A cluster routes a multi-key UNLINK slot by slot.
                 self.send(redis::cmd("UNLINK").arg(&keys)).await?;
             }
             cursor = next;
