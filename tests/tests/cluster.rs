@@ -156,3 +156,42 @@ async fn a_master_killed_mid_run_fails_open_for_its_slots_only() {
         "the dead master's keys ran their body: {hits} hits"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_survive_a_resharding_and_moved_redirects_are_followed() {
+    let cluster = RedisCluster::start(3);
+    let cache = cluster_cache(&cluster);
+    let calls = Arc::new(Calls::default());
+    for id in 0..60 {
+        item(cache.clone(), calls.clone(), id.to_string()).await;
+    }
+
+    // Move a third of the slots, keys included, from the first master to the
+    // second: the client's slot map is now stale, so it gets MOVED replies.
+    let id_of = |node: usize| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.nodes[node].client())
+            .unwrap()
+    };
+    let output = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard"])
+        .arg(format!("127.0.0.1:{}", cluster.nodes[0].port()))
+        .args(["--cluster-from", &id_of(0), "--cluster-to", &id_of(1)])
+        .args(["--cluster-slots", "3000", "--cluster-yes"])
+        .output()
+        .expect("run redis-cli --cluster reshard");
+    assert!(
+        output.status.success(),
+        "reshard failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    for id in 0..60 {
+        assert_eq!(
+            item(cache.clone(), calls.clone(), id.to_string()).await,
+            format!("item {id}")
+        );
+    }
+    assert_eq!(calls.get(), 60, "every entry was found after the move");
+}
