@@ -1,7 +1,7 @@
 //! The attributes' arguments, `name = value` each:
 //!
 //! - `#[redis_cached]`: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`,
-//!   `lock`, `coalesce`;
+//!   `lock`, `coalesce`, `local`;
 //! - `#[cache_put]`: `key`, `ttl`, `tag`, `cache_none`, `cache`;
 //! - `#[cache_evict]`: `key` and `tag` (each any number of times), `cache`,
 //!   `before`, `propagate`.
@@ -25,6 +25,7 @@ mod kw {
     syn::custom_keyword!(coalesce);
     syn::custom_keyword!(before);
     syn::custom_keyword!(propagate);
+    syn::custom_keyword!(local);
 }
 
 /// Which attribute is being parsed.
@@ -55,6 +56,7 @@ impl Attribute {
                 "stale",
                 "lock",
                 "coalesce",
+                "local",
             ],
             Attribute::Put => &["key", "ttl", "tag", "cache_none", "cache"],
             Attribute::Evict => &["key", "tag", "cache", "before", "propagate"],
@@ -87,6 +89,8 @@ pub struct Args {
     pub before: Option<LitBool>,
     /// The keyword too, to point at it when the return type is not a `Result`.
     pub propagate: Option<(kw::propagate, LitBool)>,
+    /// The keyword too: the `Clone` requirement is reported there.
+    pub local: Option<(kw::local, LitBool)>,
 }
 
 impl Args {
@@ -110,6 +114,7 @@ impl Args {
             coalesce: None,
             before: None,
             propagate: None,
+            local: None,
         };
         while !input.is_empty() {
             args.parse_argument(input)?;
@@ -190,6 +195,11 @@ impl Args {
             self.allowed("propagate", name.span)?;
             let value: LitBool = value(input, "`propagate` must be `true` or `false`")?;
             set_once(&mut self.propagate, (name, value), name.span, "propagate")?;
+        } else if lookahead.peek(kw::local) {
+            let name: kw::local = input.parse()?;
+            self.allowed("local", name.span)?;
+            let value: LitBool = value(input, "`local` must be `true` or `false`")?;
+            set_once(&mut self.local, (name, value), name.span, "local")?;
         } else if input.peek(syn::Ident) {
             let unknown: syn::Ident = input.parse()?;
             return Err(syn::Error::new(

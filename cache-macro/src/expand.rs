@@ -127,12 +127,14 @@ fn expand_cached(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> T
     // `Send + 'static`, and that is what a body that borrows a parameter or
     // holds an `Rc` is told.
     let call_span = plan.stale_span.unwrap_or_else(|| return_type.span());
+    let local_ops = local_ops(plan, &shape, return_type);
     let call = quote_spanned! {call_span=>
         ::cache_runtime::__private::#entry_point::<#shape, #return_type, _>(
             __cache_ctx,
             &__CACHE_SITE,
             __cache_key,
             __cache_tags,
+            #local_ops,
             #body,
         )
         .await
@@ -496,6 +498,25 @@ fn moved_body(return_type: &Type, block: &syn::Block) -> TokenStream {
     }
 }
 
+/// How to keep the stored type in the local tier: `Some` when it is `Clone`
+/// (autoref specialization picks that impl for concrete types), else `None`,
+/// so that the builder's switch for all functions applies where it can.
+/// With `local = true`, `Clone` is required, and reported at `local`.
+fn local_ops(plan: &Plan, shape: &TokenStream, return_type: &Type) -> TokenStream {
+    let stored = quote!(<#shape as ::cache_runtime::__private::Shape<#return_type>>::Stored);
+    let required = plan.local.map(|span| {
+        quote_spanned! {span=>
+            ::cache_runtime::__private::assert_local::<#shape, #return_type>();
+        }
+    });
+    quote! {{
+        #required
+        #[allow(unused_imports)]
+        use ::cache_runtime::__private::{NotLocal as _, ViaClone as _};
+        (&::cache_runtime::__private::Probe::<#stored>::new()).local_ops()
+    }}
+}
+
 /// `.ttl_secs(60).stale_secs(300).lock(true)`: the attribute's options, set
 /// on the function's `static` call site.
 fn call_options(plan: &Plan) -> TokenStream {
@@ -511,6 +532,9 @@ fn call_options(plan: &Plan) -> TokenStream {
     }
     if !plan.coalesce {
         options.extend(quote!(.coalesce(false)));
+    }
+    if plan.local.is_some() {
+        options.extend(quote!(.local(true)));
     }
     options
 }

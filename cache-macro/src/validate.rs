@@ -21,6 +21,8 @@ pub struct Plan {
     pub stale_span: Option<Span>,
     pub lock: bool,
     pub coalesce: bool,
+    /// Where `local = true` is written, if it is.
+    pub local: Option<Span>,
     pub shape: Shape,
     pub return_type: Type,
     pub has_receiver: bool,
@@ -130,6 +132,19 @@ pub fn validate(args: &Args, function: &ItemFn) -> syn::Result<Plan> {
         )
     });
 
+    let local = match &args.local {
+        Some((keyword, value)) if value.value => {
+            if args.stale.is_some() {
+                errors.at(
+                    keyword.span,
+                    "`local` and `stale` do not combine yet: a stale value is refreshed in Redis, not in the local tier",
+                );
+            }
+            Some(keyword.span)
+        }
+        _ => None,
+    };
+
     let mut shape = return_type.as_ref().map_or(Shape::AnyValue, shape_of);
     if let Some((keyword, value)) = &args.cache_none {
         if return_type.is_some() && shape != Shape::SomeValues {
@@ -151,6 +166,7 @@ pub fn validate(args: &Args, function: &ItemFn) -> syn::Result<Plan> {
             stale_span: args.stale.as_ref().map(syn::LitInt::span),
             lock: args.lock.as_ref().is_some_and(|lit| lit.value),
             coalesce: args.coalesce.as_ref().is_none_or(|lit| lit.value),
+            local,
             shape,
             return_type,
             has_receiver,

@@ -30,6 +30,7 @@ struct Inner {
     connection: Connection,
     flights: Arc<Flights>,
     parked: crate::invalidate::Parked,
+    local: std::sync::OnceLock<Arc<crate::local::Tier>>,
 }
 
 impl fmt::Debug for Cache {
@@ -66,14 +67,19 @@ impl Cache {
 
     pub(crate) fn from_config(config: Config) -> Result<Cache, ConfigError> {
         let connection = Connection::new(&config)?;
-        Ok(Cache {
+        let cache = Cache {
             inner: Arc::new(Inner {
                 config,
                 connection,
                 flights: Arc::default(),
                 parked: Default::default(),
+                local: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        if cache.inner.config.local_tier.is_some() {
+            cache.local_tier();
+        }
+        Ok(cache)
     }
 
     /// Makes this the process-wide default, used by every `#[redis_cached]`
@@ -119,6 +125,7 @@ impl Cache {
                             config: fallback,
                             flights: Arc::default(),
                             parked: Default::default(),
+                            local: std::sync::OnceLock::new(),
                         }),
                     }
                 }
@@ -185,7 +192,10 @@ impl Cache {
                 max,
             });
         }
-        self.send_set(&self.full_key(key), &bytes, ttl).await
+        let full_key = self.full_key(key);
+        self.send_set(&full_key, &bytes, ttl).await?;
+        self.announce(crate::local::Change::Key(full_key)).await;
+        Ok(())
     }
 
     /// Deletes `key` (see [`Cache::full_key`]). Returns whether it existed.
@@ -194,6 +204,7 @@ impl Cache {
         // Reads of this key in the air must not store what they read before.
         self.flights().invalidate(|in_flight| in_flight == full_key);
         let value = self.send(redis::cmd("DEL").arg(&full_key)).await?;
+        self.announce(crate::local::Change::Key(full_key)).await;
         Ok(matches!(value, redis::Value::Int(n) if n > 0))
     }
 
@@ -208,6 +219,51 @@ impl Cache {
 
     pub(crate) fn parked(&self) -> &crate::invalidate::Parked {
         &self.inner.parked
+    }
+
+    /// The local tier, started on first use.
+    pub(crate) fn local_tier(&self) -> &Arc<crate::local::Tier> {
+        self.inner.local.get_or_init(|| {
+            let config = &self.inner.config;
+            crate::local::Tier::start(
+                config.local_tier.clone().unwrap_or_default(),
+                crate::connection::pubsub_client(config),
+                &config.key_prefix,
+            )
+        })
+    }
+
+    /// The local tier, if this call should use it.
+    pub(crate) fn local_for(
+        &self,
+        site: &crate::metrics::CallSite,
+    ) -> Option<&Arc<crate::local::Tier>> {
+        if site.options.local {
+            return Some(self.local_tier());
+        }
+        self.inner
+            .local
+            .get()
+            .filter(|tier| tier.for_all_functions())
+    }
+
+    /// Tells this process's local tier, and through the invalidation channel
+    /// every other process's, that `change` happened in Redis.
+    pub(crate) async fn announce(&self, change: crate::local::Change) {
+        let message = match self.inner.local.get() {
+            Some(tier) => {
+                tier.forget(&change);
+                tier.message(&change)
+            }
+            // No local tier here: others may have one.
+            None => format!("{} - {}", change_kind(&change), change_text(&change)),
+        };
+        let channel = format!("{}#invalidate", self.inner.config.key_prefix);
+        // A lost message is covered: subscribers that lose their connection
+        // empty their tier.
+        let _ = self
+            .send(redis::cmd("PUBLISH").arg(channel).arg(message))
+            .await;
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -264,6 +320,53 @@ impl Cache {
                 Lookup::Failed
             }
         }
+    }
+
+    /// [`Cache::lookup`] for a function with a local tier: also asks for the
+    /// entry's remaining TTL (in the same round trip), so that the local copy
+    /// never outlives it, and returns the entry's encoded size.
+    pub(crate) async fn lookup_for_local<T: DeserializeOwned>(
+        &self,
+        full_key: &str,
+    ) -> (Lookup<T>, Option<(Duration, usize)>) {
+        if self.parked().any() {
+            return (Lookup::Failed, None);
+        }
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("GET").arg(full_key).cmd("PTTL").arg(full_key);
+        let replies = match self.inner.connection.send_pipeline(&pipeline).await {
+            Ok(replies) => replies,
+            Err(error) => {
+                self.incidents().warn(Incident::Lookup, || {
+                    format!(
+                        "cache lookup failed, running the function uncached: {} (Redis at {})",
+                        self.scrub(&error),
+                        self.inner.connection.shared.redacted_url
+                    )
+                });
+                return (Lookup::Failed, None);
+            }
+        };
+        let mut replies = replies.into_iter();
+        let (Some(value), Some(pttl)) = (replies.next(), replies.next()) else {
+            return (Lookup::Miss, None);
+        };
+        let bytes = match value {
+            redis::Value::BulkString(bytes) => bytes,
+            redis::Value::Nil => return (Lookup::Miss, None),
+            _ => return (Lookup::Miss, None),
+        };
+        let Some(decoded) = self.decode(&bytes) else {
+            return (Lookup::Miss, None);
+        };
+        let ttl = match pttl {
+            redis::Value::Int(ms) if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
+            // No expiry (not written by this library): the local tier's own
+            // `max_ttl` bounds the copy.
+            redis::Value::Int(-1) => Some(Duration::MAX),
+            _ => None,
+        };
+        (Lookup::Hit(decoded), ttl.map(|ttl| (ttl, bytes.len())))
     }
 
     /// Encodes a result for storing; logs a failure.
@@ -454,6 +557,21 @@ impl Cache {
 
     pub(crate) fn incidents(&self) -> &crate::incident::Incidents {
         &self.inner.connection.shared.incidents
+    }
+}
+
+fn change_kind(change: &crate::local::Change) -> &'static str {
+    match change {
+        crate::local::Change::Key(_) => "k",
+        crate::local::Change::Prefix(_) => "p",
+        crate::local::Change::All => "a",
+    }
+}
+
+fn change_text(change: &crate::local::Change) -> &str {
+    match change {
+        crate::local::Change::Key(key) | crate::local::Change::Prefix(key) => key,
+        crate::local::Change::All => "",
     }
 }
 

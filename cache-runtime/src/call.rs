@@ -29,6 +29,7 @@ use crate::cache::{Cache, Lookup};
 use crate::codec;
 use crate::flight::{self, FlightState, Joined, LeaderGuard};
 use crate::incident::Incident;
+use crate::local::{Change, LocalOps, Tier};
 use crate::lock::{HeldLock, LockAttempt};
 use crate::metrics::CallSite;
 
@@ -116,6 +117,8 @@ struct EntryKey {
 /// How one cached call ended, as recorded on its span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// A value from the local tier.
+    Local,
     /// A fresh value from Redis.
     Hit,
     /// A stale value from Redis (`stale = …`); a background refresh runs.
@@ -131,6 +134,7 @@ pub enum Outcome {
 impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
+            Outcome::Local => "local",
             Outcome::Hit => "hit",
             Outcome::Stale => "stale",
             Outcome::Coalesced => "coalesced",
@@ -175,6 +179,7 @@ pub async fn cached_call<S, R, Fut>(
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
+    local_ops: Option<LocalOps<S::Stored>>,
     body: Fut,
 ) -> R
 where
@@ -182,18 +187,39 @@ where
     Fut: Future<Output = R>,
 {
     let key = EntryKey { key, tags };
+    let local = local_ops.and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)));
     observe(site, async {
+        if let Some((tier, ops)) = &local {
+            if let Some(value) = tier.get(&key.key, ops) {
+                site.record_local_hit();
+                return (S::from_stored(value), Outcome::Local);
+            }
+            let (lookup, fill_local) = cache.lookup_for_local::<S::Stored>(&key.key).await;
+            return match lookup {
+                Lookup::Hit(entry) => {
+                    if let Some((ttl, encoded_len)) = fill_local {
+                        tier.insert(&key.key, &entry.value, ops, ttl, encoded_len);
+                    }
+                    site.record_hit();
+                    (S::from_stored(entry.value), Outcome::Hit)
+                }
+                lookup => fill::<S, R, Fut>(cache, site, &key, lookup, body, local).await,
+            };
+        }
         match cache.lookup::<S::Stored>(&key.key).await {
             // Without `stale`, entries carry no freshness: every hit is fresh.
             Lookup::Hit(entry) => {
                 site.record_hit();
                 (S::from_stored(entry.value), Outcome::Hit)
             }
-            lookup => fill::<S, R, Fut>(cache, site, &key, lookup, body).await,
+            lookup => fill::<S, R, Fut>(cache, site, &key, lookup, body, None).await,
         }
     })
     .await
 }
+
+/// A local tier to fill, and how, for one call.
+type LocalFill<'a, T> = Option<(&'a Tier, LocalOps<T>)>;
 
 /// [`cached_call`] for functions with `stale = …`: a stale entry is returned
 /// at once while the body runs in the background, which is why the body must
@@ -203,6 +229,8 @@ pub async fn cached_call_stale<S, R, Fut>(
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
+    // `local` and `stale` do not combine (the macro says so): ignored.
+    _local_ops: Option<LocalOps<S::Stored>>,
     body: Fut,
 ) -> R
 where
@@ -226,7 +254,7 @@ where
                 spawn_refresh::<S, R, Fut>(cache, site, key, body);
                 (S::from_stored(entry.value), Outcome::Stale)
             }
-            lookup => fill::<S, R, Fut>(cache, site, &key, lookup, body).await,
+            lookup => fill::<S, R, Fut>(cache, site, &key, lookup, body, None).await,
         }
     })
     .await
@@ -263,6 +291,7 @@ async fn fill<S, R, Fut>(
     key: &EntryKey,
     lookup: Lookup<S::Stored>,
     body: Fut,
+    local: LocalFill<'_, S::Stored>,
 ) -> (R, Outcome)
 where
     S: Shape<R>,
@@ -275,13 +304,21 @@ where
         site.record_miss();
     }
     if !site.options.coalesce {
-        return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None).await;
+        return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None, local).await;
     }
     loop {
         match cache.flights().join(&key.key) {
             Joined::Leader(guard) => {
-                return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, Some(guard))
-                    .await;
+                return run_body::<S, R, Fut>(
+                    cache,
+                    site,
+                    key,
+                    redis_failed,
+                    body,
+                    Some(guard),
+                    local,
+                )
+                .await;
             }
             Joined::Follower(receiver) => match flight::follow(receiver).await {
                 FlightState::Done(bytes) => {
@@ -289,12 +326,30 @@ where
                         site.record_coalesced();
                         return (S::from_stored(entry.value), Outcome::Coalesced);
                     }
-                    return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None).await;
+                    return run_body::<S, R, Fut>(
+                        cache,
+                        site,
+                        key,
+                        redis_failed,
+                        body,
+                        None,
+                        local,
+                    )
+                    .await;
                 }
                 // The leader's result was not shareable (or it panicked): run
                 // our own body now rather than queue behind another leader.
                 FlightState::Released => {
-                    return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None).await;
+                    return run_body::<S, R, Fut>(
+                        cache,
+                        site,
+                        key,
+                        redis_failed,
+                        body,
+                        None,
+                        local,
+                    )
+                    .await;
                 }
                 // The leader was cancelled: take over, or follow whoever did.
                 FlightState::Abandoned | FlightState::Running => continue,
@@ -313,6 +368,7 @@ async fn run_body<S, R, Fut>(
     redis_failed: bool,
     body: Fut,
     flight: Option<LeaderGuard>,
+    local: LocalFill<'_, S::Stored>,
 ) -> (R, Outcome)
 where
     S: Shape<R>,
@@ -341,8 +397,20 @@ where
     }
     let result = body.await;
     let entry = entry_of::<S, R>(cache, site, &result);
-    if share_and_store(cache, key, entry, flight, redis_failed).await {
-        site.record_error();
+    let local_fill = match &entry {
+        Entry::Ready { bytes, redis_ttl } => Some((*redis_ttl, bytes.len())),
+        _ => None,
+    };
+    match share_and_store(cache, key, entry, flight, redis_failed).await {
+        StoreOutcome::Failed => site.record_error(),
+        StoreOutcome::Stored => {
+            if let (Some((tier, ops)), Some((ttl, encoded_len)), Some(stored)) =
+                (&local, local_fill, S::storable(&result))
+            {
+                tier.insert(&key.key, stored, ops, ttl, encoded_len);
+            }
+        }
+        StoreOutcome::NotStored => {}
     }
     if let Some(lock) = held {
         lock.release().await;
@@ -396,23 +464,33 @@ fn entry_of<S: Shape<R>, R>(cache: &Cache, site: &CallSite, result: &R) -> Entry
     }
 }
 
+/// What became of an entry.
+enum StoreOutcome {
+    Stored,
+    /// Nothing to store, too large, Redis known to be failing, or evicted
+    /// while the body ran.
+    NotStored,
+    /// The store (or the encoding) failed.
+    Failed,
+}
+
 /// Shows the entry to the flight's followers, stores it, and closes the
-/// flight. Returns whether a store was needed and failed.
+/// flight.
 async fn share_and_store(
     cache: &Cache,
     key: &EntryKey,
     entry: Entry,
     flight: Option<LeaderGuard>,
     redis_failed: bool,
-) -> bool {
-    let store_failed = match entry {
-        Entry::Nothing => false,
-        Entry::Unencodable => true,
+) -> StoreOutcome {
+    let outcome = match entry {
+        Entry::Nothing => StoreOutcome::NotStored,
+        Entry::Unencodable => StoreOutcome::Failed,
         Entry::TooLarge(bytes) => {
             if let Some(flight) = &flight {
                 flight.publish(FlightState::Done(bytes));
             }
-            false
+            StoreOutcome::NotStored
         }
         Entry::Ready { bytes, redis_ttl } => {
             // Followers get the entry now; the flight stays open until the
@@ -425,25 +503,27 @@ async fn share_and_store(
             if redis_failed || evicted() {
                 // With Redis failing, the lookup has already been counted.
                 // Evicted meanwhile: what we read may predate the write.
-                false
-            } else {
-                let failed = cache
-                    .store(&key.key, &bytes, redis_ttl, &key.tags)
-                    .await
-                    .is_err();
+                StoreOutcome::NotStored
+            } else if cache
+                .store(&key.key, &bytes, redis_ttl, &key.tags)
+                .await
+                .is_err()
+            {
+                StoreOutcome::Failed
+            } else if evicted() {
                 // An eviction that came while the store was on its way may
                 // have reached Redis first: undo the store.
-                if evicted() {
-                    let _ = cache.send(redis::cmd("UNLINK").arg(&key.key)).await;
-                }
-                failed
+                let _ = cache.send(redis::cmd("UNLINK").arg(&key.key)).await;
+                StoreOutcome::NotStored
+            } else {
+                StoreOutcome::Stored
             }
         }
     };
     if let Some(flight) = flight {
         flight.finish(FlightState::Released);
     }
-    store_failed
+    outcome
 }
 
 /// The function's TTL, less jitter.
@@ -532,7 +612,9 @@ where
             let result = body.await;
             let entry = entry_of::<S, R>(&cache, site, &result);
             drop(result);
-            if share_and_store(&cache, &key, entry, Some(flight), false).await {
+            if let StoreOutcome::Failed =
+                share_and_store(&cache, &key, entry, Some(flight), false).await
+            {
                 site.record_error();
             }
             if let Some(lock) = held {
@@ -559,10 +641,12 @@ where
 {
     site.register();
     let result = body.await;
-    if let Entry::Ready { bytes, redis_ttl } = entry_of::<S, R>(cache, site, &result)
-        && cache.store(&key, &bytes, redis_ttl, &tags).await.is_err()
-    {
-        site.record_error();
+    if let Entry::Ready { bytes, redis_ttl } = entry_of::<S, R>(cache, site, &result) {
+        if cache.store(&key, &bytes, redis_ttl, &tags).await.is_err() {
+            site.record_error();
+        }
+        // Other processes' local copies hold the value this one replaced.
+        cache.announce(Change::Key(key)).await;
     }
     result
 }

@@ -54,6 +54,9 @@ pub(crate) struct Config {
     pub(crate) tls_root_ca: Option<Vec<u8>>,
     /// Seed nodes of a Redis Cluster; empty for a single server at `url`.
     pub(crate) cluster_urls: Vec<String>,
+    /// The local tier, if the builder set one up (else it starts with its
+    /// defaults at the first `local = true` call).
+    pub(crate) local_tier: Option<crate::local::LocalTier>,
 }
 
 impl Config {
@@ -124,6 +127,7 @@ pub struct CacheBuilder {
     max_value_size: Option<usize>,
     tls_root_ca: Option<Vec<u8>>,
     cluster_urls: Option<Vec<String>>,
+    local_tier: Option<crate::local::LocalTier>,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -242,6 +246,16 @@ impl CacheBuilder {
         self
     }
 
+    /// Sets up the local tier: an in-process copy of hot entries, used by
+    /// functions with `local = true` (or all, with
+    /// [`LocalTier::for_all_functions`](crate::LocalTier::for_all_functions)).
+    /// Default: started with [`LocalTier::new`](crate::LocalTier::new)'s
+    /// settings at the first `local = true` call.
+    pub fn local_tier(mut self, local_tier: crate::local::LocalTier) -> Self {
+        self.local_tier = Some(local_tier);
+        self
+    }
+
     /// Validates the configuration and creates the cache. It connects in the
     /// background: this returns at once, and never fails because Redis is down.
     pub fn build(self) -> Result<crate::Cache, ConfigError> {
@@ -316,6 +330,7 @@ impl CacheBuilder {
             max_value_size: self.max_value_size.unwrap_or(DEFAULT_MAX_VALUE_SIZE),
             tls_root_ca: self.tls_root_ca,
             cluster_urls,
+            local_tier: self.local_tier,
         })
     }
 }

@@ -501,6 +501,15 @@ async fn connect(
     .unwrap_or(Err(CacheError::Timeout(connect_timeout)))
 }
 
+/// A client for the local tier's invalidation subscription: the server, or
+/// the first seed of a cluster (a cluster delivers PUBLISH to every node).
+pub(crate) fn pubsub_client(config: &Config) -> Option<Client> {
+    match config.cluster_urls.first() {
+        None => open_client(config).ok(),
+        Some(seed) => Client::open(seed.as_str()).ok(),
+    }
+}
+
 /// What to connect to: a cluster if seed URLs are configured, else one server.
 fn open_server(config: &Config) -> redis::RedisResult<Server> {
     if config.cluster_urls.is_empty() {

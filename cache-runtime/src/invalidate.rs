@@ -37,6 +37,7 @@ use redis::Value;
 use crate::cache::Cache;
 use crate::error::CacheError;
 use crate::incident::Incident;
+use crate::local::Change;
 use crate::metrics::CallSite;
 
 /// Where tag sets live, after the cache's prefix.
@@ -306,10 +307,14 @@ async fn evict_once(cache: &Cache, targets: &[Target]) -> Result<(), CacheError>
         .collect();
     if !keys.is_empty() {
         cache.send(redis::cmd("UNLINK").arg(&keys)).await?;
+        for key in keys {
+            cache.announce(Change::Key(key.to_owned())).await;
+        }
     }
     for target in targets {
         if let Target::Tag(tag_key) = target {
             evict_tag_set(cache, tag_key).await?;
+            cache.announce(Change::All).await;
         }
     }
     Ok(())
@@ -462,14 +467,17 @@ impl Cache {
         self.flights()
             .invalidate(|in_flight| in_flight.starts_with(&full_prefix));
         let pattern = format!("{}*", escape_glob(&full_prefix));
-        if !self.is_cluster() {
-            return self.scan_and_unlink(&pattern, None).await;
-        }
-        // SCAN walks one node's keyspace: walk every master's.
-        let mut evicted = 0;
-        for (host, port) in self.cluster_masters().await? {
-            evicted += self.scan_and_unlink(&pattern, Some((&host, port))).await?;
-        }
+        let evicted = if self.is_cluster() {
+            // SCAN walks one node's keyspace: walk every master's.
+            let mut evicted = 0;
+            for (host, port) in self.cluster_masters().await? {
+                evicted += self.scan_and_unlink(&pattern, Some((&host, port))).await?;
+            }
+            evicted
+        } else {
+            self.scan_and_unlink(&pattern, None).await?
+        };
+        self.announce(Change::Prefix(full_prefix)).await;
         Ok(evicted)
     }
 

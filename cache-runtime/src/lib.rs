@@ -32,6 +32,7 @@ mod flight;
 mod incident;
 mod invalidate;
 mod keys;
+mod local;
 mod lock;
 pub mod metrics;
 mod random;
@@ -50,6 +51,7 @@ pub use config::{
 };
 pub use error::{AlreadyInstalled, CacheError, ConfigError};
 pub use invalidate::{PendingInvalidations, Target, deferred};
+pub use local::LocalTier;
 
 /// Caches an `async fn`'s results in Redis.
 ///

@@ -48,6 +48,7 @@ pub struct CallSite {
     pub(crate) options: CallOptions,
     registered: AtomicBool,
     hits: AtomicU64,
+    local_hits: AtomicU64,
     stale_hits: AtomicU64,
     coalesced: AtomicU64,
     misses: AtomicU64,
@@ -69,6 +70,7 @@ pub(crate) struct CallOptions {
     pub(crate) stale_secs: u64,
     pub(crate) lock: bool,
     pub(crate) coalesce: bool,
+    pub(crate) local: bool,
 }
 
 static REGISTRY: Mutex<Vec<&'static CallSite>> = Mutex::new(Vec::new());
@@ -83,9 +85,11 @@ impl CallSite {
                 stale_secs: 0,
                 lock: false,
                 coalesce: true,
+                local: false,
             },
             registered: AtomicBool::new(false),
             hits: AtomicU64::new(0),
+            local_hits: AtomicU64::new(0),
             stale_hits: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -123,6 +127,12 @@ impl CallSite {
         self
     }
 
+    #[doc(hidden)]
+    pub const fn local(mut self, local: bool) -> Self {
+        self.options.local = local;
+        self
+    }
+
     /// The function's path, as `crate::module::function`.
     pub fn name(&self) -> &'static str {
         self.name
@@ -140,6 +150,10 @@ impl CallSite {
 
     pub(crate) fn record_hit(&self) {
         self.hits.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn record_local_hit(&self) {
+        self.local_hits.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn record_stale_hit(&self) {
@@ -190,6 +204,7 @@ impl CallSite {
         FunctionMetrics {
             function: self.name,
             hits: self.hits.load(Relaxed),
+            local_hits: self.local_hits.load(Relaxed),
             stale_hits: self.stale_hits.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             misses: self.misses.load(Relaxed),
@@ -212,6 +227,8 @@ pub struct FunctionMetrics {
     /// The function's path, as `crate::module::function`.
     pub function: &'static str,
     pub hits: u64,
+    /// Calls answered from the local tier; not counted in `hits`.
+    pub local_hits: u64,
     pub stale_hits: u64,
     pub coalesced: u64,
     pub misses: u64,

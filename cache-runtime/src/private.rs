@@ -10,6 +10,7 @@ pub use crate::call::{
 pub use crate::call::{Succeeded, put_call};
 pub use crate::invalidate::{Target, evict_call, evict_call_propagating};
 pub use crate::keys::KeyBuilder;
+pub use crate::local::{LocalOps, NotLocal, Probe, ViaClone};
 pub use crate::metrics::CallSite;
 
 /// The process-wide default cache.
@@ -39,6 +40,23 @@ pub async fn invalidate(
     targets: Vec<Target>,
 ) -> Result<(), crate::CacheError> {
     crate::invalidate::run(cache, targets, Some(site), false).await
+}
+
+/// Checks, at `local = true`, that the stored type can be kept decoded.
+#[diagnostic::on_unimplemented(
+    message = "`local = true` keeps decoded values and hands out clones, so `{Self}` must be `Clone + Send + Sync + 'static`",
+    label = "the cached value must be `Clone + Send + Sync + 'static` for the local tier"
+)]
+pub trait LocalValue: Clone + Send + Sync + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Clone + Send + Sync + 'static> LocalValue for T {}
+
+#[inline(always)]
+pub fn assert_local<S: Shape<R>, R>()
+where
+    S::Stored: LocalValue,
+{
 }
 
 /// Checks, at the return type's span, that the function's results can be stored.

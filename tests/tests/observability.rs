@@ -160,15 +160,20 @@ async fn counters_per_function_count_hits_misses_and_errors() {
     );
 }
 
+#[redis_cached(key = "tracked:{id}", ttl = 60, cache = cache)]
+async fn tracked(cache: &Cache, id: u32) -> u32 {
+    id
+}
+
 #[tokio::test]
 async fn track_outcome_reports_hit_or_miss() {
     capture();
     let server = RedisServer::start();
     let cache = server.cache();
     let calls = Calls::default();
-    let (value, outcome) = track_outcome(counted(&cache, 9)).await;
+    let (value, outcome) = track_outcome(tracked(&cache, 9)).await;
     assert_eq!((value, outcome), (9, Some(Outcome::Miss)));
-    let (_, outcome) = track_outcome(counted(&cache, 9)).await;
+    let (_, outcome) = track_outcome(tracked(&cache, 9)).await;
     assert_eq!(outcome, Some(Outcome::Hit));
     let (_, outcome) = track_outcome(async { calls.bump() }).await;
     assert_eq!(outcome, None, "no cached call inside");

@@ -1,0 +1,227 @@
+//! The local tier: hits served in-process without Redis, bounded, never
+//! outliving the Redis entry, and dropped in every process when any process
+//! writes or evicts the key (tested with a second process).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{Cache, LocalTier, Outcome, cache_put, redis_cached, track_outcome};
+use cache_tests::{Calls, RedisServer, eventually};
+use redis::Commands;
+
+#[redis_cached(key = "local:{id}", ttl = 60, local = true, cache = cache)]
+async fn local(cache: &Cache, calls: &Calls, id: u32) -> Vec<u32> {
+    calls.bump();
+    vec![id; 3]
+}
+
+async fn outcome_of(cache: &Cache, calls: &Calls, id: u32) -> Option<Outcome> {
+    track_outcome(local(cache, calls, id)).await.1
+}
+
+/// A cache whose local tier is subscribed (it is bypassed until then).
+async fn local_cache(server: &RedisServer, tier: LocalTier) -> Cache {
+    let cache = server.cache_builder().local_tier(tier).build().unwrap();
+    let calls = Calls::default();
+    let ready = eventually(Duration::from_secs(5), || async {
+        local(&cache, &calls, 999_999).await;
+        outcome_of(&cache, &calls, 999_999).await == Some(Outcome::Local)
+    })
+    .await;
+    assert!(ready.is_some(), "the local tier never came up");
+    cache
+}
+
+#[tokio::test]
+async fn a_second_call_is_served_locally_without_redis() {
+    let server = RedisServer::start();
+    let cache = local_cache(&server, LocalTier::new()).await;
+    let calls = Calls::default();
+
+    assert_eq!(outcome_of(&cache, &calls, 1).await, Some(Outcome::Miss));
+    assert_eq!(outcome_of(&cache, &calls, 1).await, Some(Outcome::Local));
+    // Deleting behind the cache's back (no announcement) proves the answer
+    // came from the process, not from Redis.
+    let _: () = server.client().del("local:1").unwrap();
+    assert_eq!(local(&cache, &calls, 1).await, [1, 1, 1]);
+    assert_eq!(outcome_of(&cache, &calls, 1).await, Some(Outcome::Local));
+    assert_eq!(calls.get(), 1);
+
+    // Through the cache, an eviction reaches the local copy at once.
+    local_invalidate(&cache, 1).await.unwrap();
+    assert_eq!(outcome_of(&cache, &calls, 1).await, Some(Outcome::Miss));
+    let metrics = cache_runtime::metrics::function("local_tier::local").unwrap();
+    assert!(metrics.local_hits >= 3);
+}
+
+#[tokio::test]
+async fn a_hit_from_redis_fills_the_local_tier() {
+    let server = RedisServer::start();
+    let cache = local_cache(&server, LocalTier::new()).await;
+    let calls = Calls::default();
+    let _: () = server
+        .client()
+        .set("local:5", r#"{"v":1,"data":[7]}"#)
+        .unwrap();
+    assert_eq!(
+        track_outcome(local(&cache, &calls, 5)).await,
+        (vec![7], Some(Outcome::Hit))
+    );
+    assert_eq!(
+        track_outcome(local(&cache, &calls, 5)).await,
+        (vec![7], Some(Outcome::Local))
+    );
+}
+
+#[redis_cached(key = "short:{id}", ttl = 1, local = true, cache = cache)]
+async fn short(cache: &Cache, calls: &Calls, id: u32) -> u32 {
+    calls.bump();
+    id
+}
+
+#[tokio::test]
+async fn a_local_copy_never_outlives_its_redis_entry() {
+    let server = RedisServer::start();
+    let cache = local_cache(&server, LocalTier::new()).await;
+    let calls = Calls::default();
+    short(&cache, &calls, 1).await;
+    short(&cache, &calls, 1).await;
+    assert_eq!(calls.get(), 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    short(&cache, &calls, 1).await;
+    assert_eq!(calls.get(), 2, "expired locally with its TTL");
+}
+
+#[tokio::test]
+async fn the_local_tier_is_bounded() {
+    let server = RedisServer::start();
+    let cache = local_cache(&server, LocalTier::new().max_entries(20).max_bytes(1 << 20)).await;
+    let calls = Calls::default();
+    for id in 0..500 {
+        local(&cache, &calls, id).await;
+    }
+    let mut local_hits = 0;
+    for id in 0..500 {
+        if outcome_of(&cache, &calls, id).await == Some(Outcome::Local) {
+            local_hits += 1;
+        }
+    }
+    assert!(
+        local_hits <= 100,
+        "kept about 20 of 500 entries, not {local_hits}"
+    );
+}
+
+#[cache_put(key = "local:{id}", ttl = 60, cache = cache)]
+async fn put_local(cache: &Cache, id: u32, value: Vec<u32>) -> Vec<u32> {
+    value
+}
+
+/// The second process.
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: std::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    fn start(url: &str) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_local_worker"))
+            .arg(url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the worker process");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Worker {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn get(&mut self, id: u32) -> (String, String) {
+        writeln!(self.stdin, "get {id}").unwrap();
+        let line = self.stdout.next().expect("an answer").unwrap();
+        let (value, outcome) = line.rsplit_once(' ').unwrap();
+        (value.to_owned(), outcome.to_owned())
+    }
+
+    /// Asks until the answer is `value`; returns how long that took.
+    fn until(&mut self, id: u32, value: &str) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.get(id).0 == value {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the other process kept its old value of {id}");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[redis_cached(key = "value:{id}", ttl = 60, cache = cache)]
+async fn value_here(cache: &Cache, id: u32) -> String {
+    unreachable!("only evicted here, {id}")
+}
+
+#[tokio::test]
+async fn another_process_drops_its_copy_when_this_one_evicts_or_writes() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let mut worker = Worker::start(&server.url());
+    let mut db = server.client();
+    let _: () = db.set("db:1", "v1").unwrap();
+    worker.until(1, "v1");
+    let warm = eventually(Duration::from_secs(5), || {
+        let local = worker.get(1).1 == "local";
+        async move { local }
+    })
+    .await;
+    assert!(warm.is_some(), "the worker serves key 1 locally");
+
+    // A write elsewhere: the database, then the eviction, in this process.
+    let _: () = db.set("db:1", "v2").unwrap();
+    value_here_invalidate(&cache, 1).await.unwrap();
+    let took = worker.until(1, "v2");
+    println!("eviction seen by the other process after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // A write-through elsewhere replaces the value in Redis and locally.
+    worker.until(1, "v2");
+    let _: () = db.set("db:1", "v3").unwrap();
+    cache
+        .set("value:1", &"v3".to_owned(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    worker.until(1, "v3");
+
+    // If the worker's subscription drops, it cannot trust its copies: it
+    // empties its tier and asks Redis until it is subscribed again.
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"][..])
+        .query(&mut db)
+        .unwrap();
+    let _: () = db.set("value:1", r#"{"v":1,"data":"v4"}"#).unwrap();
+    worker.until(1, "v4");
+}
+
+#[tokio::test]
+async fn a_put_in_this_process_reaches_this_processs_local_copy() {
+    let server = RedisServer::start();
+    let cache = local_cache(&server, LocalTier::new()).await;
+    let calls = Calls::default();
+    local(&cache, &calls, 3).await;
+    assert_eq!(outcome_of(&cache, &calls, 3).await, Some(Outcome::Local));
+    put_local(&cache, 3, vec![9]).await;
+    assert_eq!(local(&cache, &calls, 3).await, [9]);
+}
