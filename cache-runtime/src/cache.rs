@@ -202,7 +202,8 @@ impl Cache {
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let full_key = self.full_key(key);
         // Reads of this key in the air must not store what they read before.
-        self.flights().invalidate(|in_flight| in_flight == full_key);
+        self.flights()
+            .evicted(&crate::local::Change::Key(full_key.clone()));
         let value = self.send(redis::cmd("DEL").arg(&full_key)).await?;
         self.announce(crate::local::Change::Key(full_key)).await;
         Ok(matches!(value, redis::Value::Int(n) if n > 0))

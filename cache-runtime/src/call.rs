@@ -108,10 +108,22 @@ impl<T: Serialize + DeserializeOwned> Shape<T> for AnyValue {
     }
 }
 
-/// An entry's full key and the full keys of the tag sets it joins.
+/// An entry's full key, the full keys of the tag sets it joins, and the
+/// eviction epoch before its lookup.
 struct EntryKey {
     key: String,
     tags: Vec<String>,
+    epoch: u64,
+}
+
+impl EntryKey {
+    fn new(cache: &Cache, key: String, tags: Vec<String>) -> EntryKey {
+        EntryKey {
+            key,
+            tags,
+            epoch: cache.flights().epoch(),
+        }
+    }
 }
 
 /// How one cached call ended, as recorded on its span.
@@ -186,7 +198,7 @@ where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    let key = EntryKey { key, tags };
+    let key = EntryKey::new(cache, key, tags);
     let local = local_ops.and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)));
     observe(site, async {
         if let Some((tier, ops)) = &local {
@@ -239,7 +251,7 @@ where
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let key = EntryKey { key, tags };
+    let key = EntryKey::new(cache, key, tags);
     observe(site, async {
         match cache.lookup::<S::Stored>(&key.key).await {
             Lookup::Hit(entry) => {
@@ -303,59 +315,31 @@ where
     } else {
         site.record_miss();
     }
-    if !site.options.coalesce {
-        return run_body::<S, R, Fut>(cache, site, key, redis_failed, body, None, local).await;
-    }
-    loop {
-        match cache.flights().join(&key.key) {
-            Joined::Leader(guard) => {
-                return run_body::<S, R, Fut>(
-                    cache,
-                    site,
-                    key,
-                    redis_failed,
-                    body,
-                    Some(guard),
-                    local,
-                )
-                .await;
+    let flight = if site.options.coalesce {
+        loop {
+            match cache.flights().join(&key.key) {
+                Joined::Leader(guard) => break Some(guard),
+                Joined::Follower(receiver) => match flight::follow(receiver).await {
+                    FlightState::Done(bytes) => match cache.decode::<S::Stored>(&bytes) {
+                        Some(entry) => {
+                            site.record_coalesced();
+                            return (S::from_stored(entry.value), Outcome::Coalesced);
+                        }
+                        None => break None,
+                    },
+                    // The leader's result was not shareable (or it panicked):
+                    // run our own body now rather than queue behind another
+                    // leader.
+                    FlightState::Released => break None,
+                    // The leader was cancelled: take over, or follow whoever did.
+                    FlightState::Abandoned | FlightState::Running => continue,
+                },
             }
-            Joined::Follower(receiver) => match flight::follow(receiver).await {
-                FlightState::Done(bytes) => {
-                    if let Some(entry) = cache.decode::<S::Stored>(&bytes) {
-                        site.record_coalesced();
-                        return (S::from_stored(entry.value), Outcome::Coalesced);
-                    }
-                    return run_body::<S, R, Fut>(
-                        cache,
-                        site,
-                        key,
-                        redis_failed,
-                        body,
-                        None,
-                        local,
-                    )
-                    .await;
-                }
-                // The leader's result was not shareable (or it panicked): run
-                // our own body now rather than queue behind another leader.
-                FlightState::Released => {
-                    return run_body::<S, R, Fut>(
-                        cache,
-                        site,
-                        key,
-                        redis_failed,
-                        body,
-                        None,
-                        local,
-                    )
-                    .await;
-                }
-                // The leader was cancelled: take over, or follow whoever did.
-                FlightState::Abandoned | FlightState::Running => continue,
-            },
         }
-    }
+    } else {
+        None
+    };
+    run_body::<S, R, Fut>(cache, site, key, redis_failed, body, flight, local).await
 }
 
 /// The leader's part (or an uncoalesced caller's): with `lock`, first make
@@ -499,7 +483,12 @@ async fn share_and_store(
             if let Some(flight) = &flight {
                 flight.publish(FlightState::Done(bytes.clone()));
             }
-            let evicted = || flight.as_ref().is_some_and(LeaderGuard::invalidated);
+            // Evicted meanwhile, as its flight knows, or (for a call without
+            // one) as the recent evictions say.
+            let evicted = || {
+                flight.as_ref().is_some_and(LeaderGuard::invalidated)
+                    || cache.flights().evicted_since(&key.key, key.epoch)
+            };
             if redis_failed || evicted() {
                 // With Redis failing, the lookup has already been counted.
                 // Evicted meanwhile: what we read may predate the write.

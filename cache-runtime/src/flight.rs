@@ -19,11 +19,13 @@
 //!   marks it invalidated: its leader may hand the value it read to the
 //!   followers that were already waiting, but must not store it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+
+use crate::local::Change;
 
 /// What followers of a flight see.
 #[derive(Clone)]
@@ -46,7 +48,17 @@ struct Flight {
 #[derive(Default)]
 pub(crate) struct Flights {
     in_flight: Mutex<HashMap<String, Arc<Flight>>>,
+    /// Counts evictions; a call notes it before its lookup.
+    epoch: AtomicU64,
+    /// The latest evictions with their epochs, so that a call that did not
+    /// lead a flight (coalescing off, or released by a failed leader) can
+    /// still tell whether its key was evicted while its body ran.
+    recent: Mutex<VecDeque<(u64, Change)>>,
 }
+
+/// How many recent evictions are remembered; a call that ran across more
+/// than this many evictions does not store, to be safe.
+const RECENT_EVICTIONS: usize = 1024;
 
 pub(crate) enum Joined {
     Leader(LeaderGuard),
@@ -73,9 +85,53 @@ impl Flights {
         })
     }
 
+    /// The eviction epoch now: note it before a lookup, and ask
+    /// [`Flights::evicted_since`] before storing.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// `change` was (or is being) applied to Redis: reads of those keys in
+    /// the air must not store what they read before it.
+    pub(crate) fn evicted(&self, change: &Change) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            recent.push_back((epoch, change.clone()));
+            if recent.len() > RECENT_EVICTIONS {
+                recent.pop_front();
+            }
+        }
+        match change {
+            Change::Key(key) => self.invalidate(|in_flight| in_flight == key),
+            Change::Prefix(prefix) => self.invalidate(|in_flight| in_flight.starts_with(prefix)),
+            Change::All => self.invalidate(|_| true),
+        }
+    }
+
+    /// Whether `key` was evicted after epoch `since`.
+    pub(crate) fn evicted_since(&self, key: &str, since: u64) -> bool {
+        if self.epoch() == since {
+            return false;
+        }
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        match recent.front() {
+            // Evictions after `since` were forgotten: assume the worst.
+            Some((oldest, _)) if *oldest > since + 1 => true,
+            _ => recent.iter().any(|(epoch, change)| {
+                *epoch > since
+                    && match change {
+                        Change::Key(evicted) => evicted == key,
+                        Change::Prefix(prefix) => key.starts_with(prefix.as_str()),
+                        Change::All => true,
+                    }
+            }),
+        }
+    }
+
     /// The keys matching `evicted` were evicted: their flights must not store
     /// what they read, and newcomers must start new flights.
-    pub(crate) fn invalidate(&self, evicted: impl Fn(&str) -> bool) {
+    fn invalidate(&self, evicted: impl Fn(&str) -> bool) {
         self.lock().retain(|key, flight| {
             if evicted(key) {
                 flight.invalidated.store(true, Ordering::SeqCst);
@@ -210,12 +266,32 @@ mod tests {
         let flights = Arc::new(Flights::default());
         let guard = leader(flights.join("k"));
         let other = leader(flights.join("other"));
-        flights.invalidate(|key| key == "k");
+        flights.evicted(&Change::Key("k".into()));
         assert!(guard.invalidated());
         assert!(!other.invalidated());
         assert!(
             matches!(flights.join("k"), Joined::Leader(_)),
             "a new flight"
+        );
+    }
+
+    #[test]
+    fn evictions_are_remembered_by_epoch() {
+        let flights = Flights::default();
+        let before = flights.epoch();
+        assert!(!flights.evicted_since("a", before));
+        flights.evicted(&Change::Key("a".into()));
+        flights.evicted(&Change::Prefix("p:".into()));
+        assert!(flights.evicted_since("a", before));
+        assert!(flights.evicted_since("p:1", before));
+        assert!(!flights.evicted_since("b", before));
+        assert!(!flights.evicted_since("a", flights.epoch()));
+        for n in 0..RECENT_EVICTIONS + 1 {
+            flights.evicted(&Change::Key(format!("other{n}")));
+        }
+        assert!(
+            flights.evicted_since("b", before),
+            "forgotten: assume evicted"
         );
     }
 

@@ -294,8 +294,8 @@ async fn evict_once(cache: &Cache, targets: &[Target]) -> Result<(), CacheError>
     let flights = cache.flights();
     for target in targets {
         match target {
-            Target::Key(key) => flights.invalidate(|in_flight| in_flight == key),
-            Target::Tag(_) => flights.invalidate(|_| true),
+            Target::Key(key) => flights.evicted(&Change::Key(key.clone())),
+            Target::Tag(_) => flights.evicted(&Change::All),
         }
     }
     let keys: Vec<&str> = targets
@@ -464,8 +464,7 @@ impl Cache {
     /// but a pattern.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
         let full_prefix = self.full_key(prefix);
-        self.flights()
-            .invalidate(|in_flight| in_flight.starts_with(&full_prefix));
+        self.flights().evicted(&Change::Prefix(full_prefix.clone()));
         let pattern = format!("{}*", escape_glob(&full_prefix));
         let evicted = if self.is_cluster() {
             // SCAN walks one node's keyspace: walk every master's.

@@ -39,6 +39,7 @@ pub async fn invalidate(
     site: &'static CallSite,
     targets: Vec<Target>,
 ) -> Result<(), crate::CacheError> {
+    site.register();
     crate::invalidate::run(cache, targets, Some(site), false).await
 }
 

@@ -49,6 +49,17 @@ async fn call_in_time(cache: &Cache, calls: &Calls, id: u64) {
     assert!(took < CALL_BOUND, "a call took {took:?}");
 }
 
+/// Whether caching resumes within [`RESUME_BOUND`]: a fresh key each try.
+async fn resumes(cache: &Cache, calls: &Calls) -> bool {
+    let mut id = 100;
+    let resumed = eventually(RESUME_BOUND, || {
+        id += 1;
+        caching_works(cache, calls, id)
+    })
+    .await;
+    resumed.is_some()
+}
+
 /// Whether a fresh key is stored by one call and served to the next.
 async fn caching_works(cache: &Cache, calls: &Calls, id: u64) -> bool {
     let before = calls.get();
@@ -148,13 +159,10 @@ async fn redis_stalled_with_sigstop() {
     assert_eq!(calls.get(), before + 20, "no call could read the cache");
 
     server.resume();
-    let mut id = 100;
-    let resumed = eventually(RESUME_BOUND, || {
-        id += 1;
-        caching_works(&cache, &calls, id)
-    })
-    .await;
-    assert!(resumed.is_some(), "caching did not resume after SIGCONT");
+    assert!(
+        resumes(&cache, &calls).await,
+        "caching did not resume after SIGCONT"
+    );
 }
 
 #[tokio::test]

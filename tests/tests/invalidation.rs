@@ -318,3 +318,48 @@ async fn a_read_that_started_before_a_write_does_not_store_the_old_value() {
     assert!(!exists(&server, "racy:1"), "but did not store what it read");
     assert_eq!(slow_read(cache, db, gate, 1).await, "1:new");
 }
+
+#[redis_cached(key = "racy:{id}", ttl = 60, coalesce = false, cache = cache)]
+async fn slow_uncoalesced_read(
+    cache: Arc<Cache>,
+    db: Arc<std::sync::Mutex<String>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    id: u32,
+) -> String {
+    let read = db.lock().unwrap().clone();
+    let _permit = gate.acquire().await;
+    format!("{id}:{read}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_without_a_flight_that_started_before_a_write_does_not_store_either() {
+    let server = RedisServer::start();
+    let cache = Arc::new(server.cache());
+    let db = Arc::new(std::sync::Mutex::new("old".to_owned()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+
+    let reader = tokio::spawn(slow_uncoalesced_read(
+        cache.clone(),
+        db.clone(),
+        gate.clone(),
+        1,
+    ));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    write(cache.clone(), db.clone(), 1, "new").await;
+    gate.add_permits(100);
+    assert_eq!(reader.await.unwrap(), "1:old");
+    assert!(!exists(&server, "racy:1"), "it did not store what it read");
+    assert_eq!(slow_uncoalesced_read(cache, db, gate, 1).await, "1:new");
+}
+
+#[tokio::test]
+async fn derived_helpers_report_their_own_counters() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    get_user(&cache, &calls, 77).await;
+    get_user_invalidate(&cache, 77).await.unwrap();
+    let metrics = cache_runtime::metrics::function("invalidation::get_user_invalidate")
+        .expect("the helper's counters are listed");
+    assert!(metrics.evictions >= 1);
+}
