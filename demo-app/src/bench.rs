@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::{Outcome, track_outcome};
 
-use crate::repo::{Repo, RepoError, keys};
+use crate::repo::{Repo, RepoError};
 
 /// Timings of each run, in run order.
 #[derive(Debug, Clone, Default)]
@@ -63,14 +63,11 @@ pub async fn measure(repo: &Repo, runs: usize) -> Result<Measurement, BenchError
         drop(users);
 
         // Make the next access a first one: what a write would do.
-        repo.cache()
-            .delete(keys::ALL_USERS)
-            .await
-            .map_err(|error| {
-                BenchError::Cache(format!(
-                    "Redis is needed to measure the cache, and it failed: {error}"
-                ))
-            })?;
+        repo.list_users_invalidate().await.map_err(|error| {
+            BenchError::Cache(format!(
+                "Redis is needed to measure the cache, and it failed: {error}"
+            ))
+        })?;
 
         let started = Instant::now();
         let (users, outcome) = track_outcome(repo.list_users()).await;

@@ -17,9 +17,10 @@ use sqlx::migrate::{MigrateDatabase, MigrateError};
 use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{Database, QueryBuilder};
+use sqlx::{Database, QueryBuilder, Transaction};
 
 use crate::repo::{NewUser, User};
 
@@ -69,6 +70,8 @@ fn mysql_user((id, username, email): MySqlRow) -> Result<User, sqlx::Error> {
 
 const SELECT_ALL: &str = "SELECT id, username, email FROM users ORDER BY id";
 const COUNT: &str = "SELECT COUNT(*) FROM users";
+const UPDATE_PG: &str = "UPDATE users SET username = $1, email = $2 WHERE id = $3";
+const UPDATE_MY: &str = "UPDATE users SET username = ?, email = ? WHERE id = ?";
 
 impl Db {
     /// Connects to `url`: `sqlite://FILE`, `postgres://…` or `mysql://…`
@@ -239,30 +242,30 @@ impl Db {
 
     /// Replaces a user's fields; `None` if no row has this id.
     pub async fn update_user(&self, id: i64, new: &NewUser) -> Result<Option<User>, sqlx::Error> {
-        const PG: &str = "UPDATE users SET username = $1, email = $2 WHERE id = $3";
-        const MY: &str = "UPDATE users SET username = ?, email = ? WHERE id = ?";
-        // MySQL counts matched rows here, not only changed ones, because
-        // SQLx connects with CLIENT_FOUND_ROWS: an update that changes
-        // nothing still finds its row.
         let done = match self {
             Db::Sqlite(pool) => {
-                let query = sqlx::query(PG).bind(&new.username).bind(&new.email);
+                let query = sqlx::query(UPDATE_PG).bind(&new.username).bind(&new.email);
                 query.bind(id).execute(pool).await?.rows_affected()
             }
             Db::Postgres(pool) => {
-                let query = sqlx::query(PG).bind(&new.username).bind(&new.email);
+                let query = sqlx::query(UPDATE_PG).bind(&new.username).bind(&new.email);
                 query.bind(id).execute(pool).await?.rows_affected()
             }
             Db::MySql(pool) => {
-                let query = sqlx::query(MY).bind(&new.username).bind(&new.email);
+                let query = sqlx::query(UPDATE_MY).bind(&new.username).bind(&new.email);
                 query.bind(id).execute(pool).await?.rows_affected()
             }
         };
-        Ok((done > 0).then(|| User {
-            id,
-            username: new.username.clone(),
-            email: new.email.clone(),
-        }))
+        Ok(updated(id, new, done))
+    }
+
+    /// Starts a transaction: see [`Tx`].
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::MySql(pool) => Tx::MySql(pool.begin().await?),
+        })
     }
 
     /// Deletes a user; `false` if no row has this id.
@@ -328,6 +331,69 @@ impl Db {
             }
         }
     }
+}
+
+/// A database transaction, on whichever backend the pool is: the statements
+/// made through it take effect together at [`Tx::commit`], or not at all.
+/// Dropping it uncommitted rolls it back, as SQLx's own transactions do.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+    MySql(Transaction<'static, MySql>),
+}
+
+impl Tx {
+    /// [`Db::update_user`], inside the transaction.
+    pub async fn update_user(
+        &mut self,
+        id: i64,
+        new: &NewUser,
+    ) -> Result<Option<User>, sqlx::Error> {
+        let done = match self {
+            Tx::Sqlite(tx) => {
+                let query = sqlx::query(UPDATE_PG).bind(&new.username).bind(&new.email);
+                query.bind(id).execute(&mut **tx).await?.rows_affected()
+            }
+            Tx::Postgres(tx) => {
+                let query = sqlx::query(UPDATE_PG).bind(&new.username).bind(&new.email);
+                query.bind(id).execute(&mut **tx).await?.rows_affected()
+            }
+            Tx::MySql(tx) => {
+                let query = sqlx::query(UPDATE_MY).bind(&new.username).bind(&new.email);
+                query.bind(id).execute(&mut **tx).await?.rows_affected()
+            }
+        };
+        Ok(updated(id, new, done))
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+            Tx::MySql(tx) => tx.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await,
+            Tx::Postgres(tx) => tx.rollback().await,
+            Tx::MySql(tx) => tx.rollback().await,
+        }
+    }
+}
+
+/// The user an `UPDATE` of `rows_affected` rows made, if it found its row.
+///
+/// MySQL counts matched rows here, not only changed ones, because SQLx
+/// connects with CLIENT_FOUND_ROWS: an update that changes nothing still
+/// finds its row, as on the other backends.
+fn updated(id: i64, new: &NewUser, rows_affected: u64) -> Option<User> {
+    (rows_affected > 0).then(|| User {
+        id,
+        username: new.username.clone(),
+        email: new.email.clone(),
+    })
 }
 
 /// `INSERT INTO users (username, email) VALUES (…), (…), …` with one pair of

@@ -2,29 +2,59 @@
 //! write evicts exactly the cache entries it made stale.
 //!
 //! This is the file to read to learn the library. The SQL itself, in three
-//! dialects, is in [`crate::db`]; here is only what caching adds:
+//! dialects, is in [`crate::db`]; here is only what caching adds.
 //!
-//! - a read is an ordinary `async fn` with `#[redis_cached(key = …, ttl = …)]`
-//!   on it. Its first call runs the body (the SQL query) and stores the `Ok`
-//!   value in Redis; the next calls, until the TTL runs out, read it from
-//!   Redis without touching the database;
-//! - a write changes the database first, then deletes the keys of every
-//!   cached read whose answer it changed, so the next read runs the query
-//!   again and sees the new rows;
-//! - reads run through [`Repo::read`], so that a read already running when a
-//!   write lands cannot put the old rows back (the one subtle part);
-//! - a read whose Redis lookup fails simply runs its body: the runtime does
-//!   that. What the app adds for outages is small: an eviction that failed is
-//!   retried before the next read (see `Repo::evict`).
+//! **Reads** are ordinary `async fn`s with `#[redis_cached(key = …, ttl = …)]`
+//! on them. The first call runs the body (the SQL query) and stores the `Ok`
+//! value in Redis; the next calls, until the TTL runs out, read it from Redis
+//! without touching the database. Each key is written once, in its read's
+//! attribute: `"users:all"`, `"user:{id}"`, `"users:count"`.
+//!
+//! **Writes** change the database first, then evict the entry of every read
+//! whose answer they changed, so that the next read runs its query again. They
+//! evict through the helpers the macro derives from each read:
+//! `self.get_user_invalidate(id)` deletes exactly the key `self.get_user(id)`
+//! stores, rendered from the same template, so a write names the *reads* it
+//! affects and never spells a key. (With `cache = self.cache`, the helpers
+//! take `&self` and the key's parameters.) We preferred them to the other two
+//! ways the library offers:
+//!
+//! - `#[cache_evict(key = "users:all", …)]` on a write would say the same
+//!   thing in its attribute, but by restating the read's key: the macro checks
+//!   that the template's `{…}` name parameters, not that a read uses the key,
+//!   so a typo there compiles and evicts nothing.
+//! - A `tag = "…"` on the reads and `#[cache_evict(tag = "…")]` on the writes
+//!   suit a group of entries that always change together. Ours do not (an
+//!   update changes the list but not the count), and evicting a tag scans its
+//!   Redis set, several round trips where a key takes one.
+//!
+//! The test `cache_keys_are_the_ones_writes_evict` (in
+//! `tests/scenarios/mod.rs`) checks, through HTTP and the keys Redis holds,
+//! that each write removes what the reads stored.
+//!
+//! **Reads racing writes.** A read that missed just before a write may still
+//! be running its query when the write evicts. The runtime takes care of it
+//! within this process: evicting a key closes that key's read in the air, so
+//! it does not store the old rows it read, and later readers do not join it.
+//! That works key by key (the list and the count are separate reads in the
+//! air), which is one more reason for each write to evict every key it made
+//! stale. Across processes it does not: a read in another process can store
+//! old rows after this one's eviction, and the TTL bounds how long they live.
+//!
+//! **Transactions.** [`Repo::update_users`] changes several users in one
+//! database transaction, and shows how evictions wait for its commit, or
+//! vanish with its rollback ([`cache_runtime::deferred`]).
+//!
+//! **Redis outages** need nothing here. A read whose lookup fails runs its
+//! body. An eviction that fails (Redis unreachable during a write) is parked
+//! by the runtime: until it has been replayed, in the background, the cache's
+//! lookups are skipped, so a Redis that comes back with its old data (a
+//! snapshot, a network cut) never serves an entry the write made stale.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use cache_runtime::{Cache, redis_cached};
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
 
 use crate::db::Db;
 
@@ -113,60 +143,21 @@ impl fmt::Display for RepoError {
 
 impl std::error::Error for RepoError {}
 
-/// The cache keys, in one place.
-///
-/// Each `#[redis_cached]` read below renders its `key = "…"` template to one
-/// of these strings, and the writes delete them by these names. The attribute
-/// takes a string literal, so it cannot name these functions: the two must be
-/// kept in step by hand, and the test `cache_keys_are_the_ones_writes_evict`
-/// (in `tests/scenarios/mod.rs`) fails if they drift apart.
-///
-/// Keys are written here without the cache's prefix (`demo:v1:`); `Cache`'s
-/// `delete`, `get` and `set` add it, exactly as the macro does.
-pub mod keys {
-    /// Read by [`Repo::list_users`](super::Repo::list_users).
-    pub const ALL_USERS: &str = "users:all";
-
-    /// Read by [`Repo::count_users`](super::Repo::count_users).
-    pub const USER_COUNT: &str = "users:count";
-
-    /// Read by [`Repo::get_user`](super::Repo::get_user): `"user:{id}"`.
-    ///
-    /// The macro escapes every placeholder value (`a:b` becomes `a%3Ab`) so
-    /// that two different arguments can never share a key. A key built by hand
-    /// from a user-supplied string must do the same with
-    /// [`cache_runtime::escape_key_part`]; an `i64` prints as digits and `-`,
-    /// which escaping keeps as they are, so none is needed here.
-    pub fn user(id: i64) -> String {
-        format!("user:{id}")
-    }
-}
-
 /// The users table, behind a Redis cache.
 ///
 /// The cache is a field, not the process-wide default: each
 /// `#[redis_cached(…, cache = self.cache)]` below uses this instance. That is
 /// what lets every test give its repository its own `redis-server`.
-/// Cloning is cheap: the pool, the cache and the rest are shared handles.
+/// Cloning is cheap: the pool and the cache are shared handles.
 #[derive(Clone)]
 pub struct Repo {
     db: Db,
     cache: Cache,
-    /// Orders evictions after the cached reads already running (see
-    /// [`Repo::read`]).
-    gate: Arc<RwLock<()>>,
-    /// Keys whose eviction failed (see [`Repo::evict`]).
-    unevicted: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Repo {
     pub fn new(db: Db, cache: Cache) -> Repo {
-        Repo {
-            db,
-            cache,
-            gate: Arc::default(),
-            unevicted: Arc::default(),
-        }
+        Repo { db, cache }
     }
 
     pub fn db(&self) -> &Db {
@@ -177,30 +168,6 @@ impl Repo {
         &self.cache
     }
 
-    /// Runs one cached read: `repo.read(repo.get_user(42)).await`. The
-    /// handlers run every read this way.
-    ///
-    /// Deleting the changed keys after a write is not enough on its own when
-    /// reads run concurrently. A read that missed just before the write runs
-    /// its query, gets the old rows, and stores them: if that store lands
-    /// after the write's eviction, the old rows are cached again. And a read
-    /// that starts just after the write can join that read's query (the
-    /// runtime coalesces concurrent misses of one key into one run of the
-    /// body) and get the old rows at once. Either way a client could write,
-    /// then read its old value.
-    ///
-    /// So reads share this gate, and a write's eviction takes it alone: it
-    /// waits until the reads already running have finished, stores included,
-    /// then deletes. Reads that start meanwhile wait for the eviction, then
-    /// miss and query the database, which holds the write. Within this
-    /// process, a write is visible to every read that starts after it
-    /// returns. (Across processes, the TTL bounds the damage; see the README.)
-    pub async fn read<F: Future>(&self, read: F) -> F::Output {
-        let _reading = self.gate.read().await;
-        self.retry_evictions().await;
-        read.await
-    }
-
     // ----- Reads: each one a cached function -------------------------------
     //
     // The TTL is a safety net, not the consistency mechanism: the writes
@@ -208,6 +175,9 @@ impl Repo {
     // reads its write. The TTL bounds how long an entry can stay stale in
     // the cases eviction cannot see: a row changed in the database behind the
     // app's back, or written by another process running this app.
+    //
+    // Next to each read, the macro also generates `<read>_invalidate` (used
+    // by the writes) and `<read>_refresh` (not used: see the writes).
 
     /// Every user: the blog post's query, and the point of the demo. Its
     /// first call reads 100 000 rows from the database; the next ones read
@@ -244,25 +214,35 @@ impl Repo {
     // The order matters. Evicting first would let a read that runs between
     // the eviction and the write store the old row again.
     //
-    // Why delete rather than store the new value: two concurrent updates of
-    // one user could store their values in the opposite order to the one in
-    // which they reached the database, leaving the loser's value cached.
-    // Deleting has no order to get wrong, and the next read, a miss, stores
-    // the row the database holds.
+    // Why delete rather than store the new value (`#[cache_put]`, or the
+    // derived `get_user_refresh`): two concurrent updates of one user could
+    // store their values in the opposite order to the one in which they
+    // reached the database, leaving the loser's value cached. Deleting has no
+    // order to get wrong, and the next read, a miss, stores the row the
+    // database holds.
+    //
+    // The `_invalidate` helpers return a `Result`, which the writes ignore:
+    // the write is committed by then and must not fail, and the runtime has
+    // already logged, counted and parked a failed eviction (see the module
+    // documentation).
 
-    /// Inserts a user. Changes: the list, the count, and the new id's entry
-    /// (which cannot exist unless an eviction failed earlier, but deleting a
-    /// missing key is cheap).
+    /// Inserts a user. Changes: the list and the count. The new id has no
+    /// entry to evict: [`Repo::get_user`] caches no misses, and no backend
+    /// reuses a deleted row's id.
     pub async fn create_user(&self, new: &NewUser) -> Result<User, RepoError> {
         new.validate()?;
         let user = self.db.insert_user(new).await?;
-        self.evict(&[&keys::user(user.id), keys::ALL_USERS, keys::USER_COUNT])
-            .await;
+        let _ = self.list_users_invalidate().await;
+        let _ = self.count_users_invalidate().await;
         Ok(user)
     }
 
     /// Replaces a user's fields. Changes: that user's entry and the list; the
     /// count stays the same.
+    ///
+    /// One `UPDATE` is a transaction of its own, committed when it returns,
+    /// so the evictions simply follow it. For several statements that must
+    /// commit together, see [`Repo::update_users`].
     pub async fn update_user(&self, id: i64, new: &NewUser) -> Result<User, RepoError> {
         new.validate()?;
         let user = self
@@ -270,8 +250,78 @@ impl Repo {
             .update_user(id, new)
             .await?
             .ok_or(RepoError::NotFound)?;
-        self.evict(&[&keys::user(id), keys::ALL_USERS]).await;
+        let _ = self.get_user_invalidate(id).await;
+        let _ = self.list_users_invalidate().await;
         Ok(user)
+    }
+
+    /// Replaces several users' fields at once, all or nothing (`PATCH
+    /// /users`): if one id is unknown or one email is taken, no user changes.
+    /// Changes: each of these users' entries and the list.
+    ///
+    /// The updates run in one database transaction, and their evictions are
+    /// issued inside [`cache_runtime::deferred`], which collects them instead
+    /// of sending them:
+    ///
+    /// - sent before the commit, an eviction would let a read in between
+    ///   store the old row again (the database still answers with it), with
+    ///   nothing left to evict it after the commit;
+    /// - after a rollback the old rows are still true, and so are their
+    ///   cached entries: the collected evictions are dropped, and the next
+    ///   reads are still hits. (Were they sent, nothing would be wrong, but
+    ///   every read of these users would miss once for nothing.)
+    pub async fn update_users(&self, users: &[User]) -> Result<Vec<User>, RepoError> {
+        let changes: Vec<(i64, NewUser)> = users
+            .iter()
+            .map(|user| {
+                let new = NewUser {
+                    username: user.username.clone(),
+                    email: user.email.clone(),
+                };
+                new.validate().map(|()| (user.id, new))
+            })
+            .collect::<Result<_, _>>()?;
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let mut tx = self.db.begin().await?;
+        let (updated, evictions) = cache_runtime::deferred(async {
+            let mut updated = Vec::with_capacity(changes.len());
+            for (id, new) in &changes {
+                // A taken email fails here, as a unique violation, after the
+                // earlier users' updates and evictions.
+                let user = tx.update_user(*id, new).await?;
+                updated.push(user.ok_or(RepoError::NotFound)?);
+                let _ = self.get_user_invalidate(*id).await; // collected, not sent
+            }
+            let _ = self.list_users_invalidate().await; // collected, not sent
+            Ok::<_, RepoError>(updated)
+        })
+        .await;
+
+        match updated {
+            Ok(updated) => {
+                let committed = tx.commit().await;
+                // Evict even if the commit reports an error: when the
+                // connection fails during a COMMIT, the database may have
+                // committed all the same. A needless eviction costs one
+                // miss; a missing one would serve the old rows until the TTL.
+                let _ = evictions.apply().await;
+                committed?;
+                Ok(updated)
+            }
+            Err(error) => {
+                // Nothing changed: the evictions go with the transaction.
+                drop(evictions);
+                if let Err(rollback) = tx.rollback().await {
+                    // The server discards the transaction anyway when the
+                    // connection closes; the error that caused it matters more.
+                    tracing::warn!("rollback failed: {rollback}");
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Deletes a user. Changes: that user's entry, the list and the count.
@@ -279,71 +329,16 @@ impl Repo {
         if !self.db.delete_user(id).await? {
             return Err(RepoError::NotFound);
         }
-        self.evict(&[&keys::user(id), keys::ALL_USERS, keys::USER_COUNT])
-            .await;
+        let _ = self.get_user_invalidate(id).await;
+        let _ = self.list_users_invalidate().await;
+        let _ = self.count_users_invalidate().await;
         Ok(())
     }
 
     /// Evicts what a bulk insert changes (see [`crate::seed`]): the list and
     /// the count. New ids have no entries: [`Repo::get_user`] caches no misses.
     pub async fn users_inserted(&self) {
-        self.evict(&[keys::ALL_USERS, keys::USER_COUNT]).await;
-    }
-
-    /// Deletes `keys` from the cache.
-    ///
-    /// A failed eviction cannot fail the write, which is committed already.
-    /// While Redis is unreachable nothing is served from it, so the stale
-    /// entry is harmless until Redis answers again, possibly with its old
-    /// data (it was only cut off, or it reloaded a snapshot). So the key is
-    /// remembered, and the next read deletes it before it looks anything up
-    /// (see [`Repo::retry_evictions`]).
-    async fn evict(&self, keys: &[&str]) {
-        // Waits for the reads already running: one of them may have read the
-        // rows before this write and not stored them yet (see `Repo::read`).
-        let _evicting = self.gate.write().await;
-        let mut failed = Vec::new();
-        for &key in keys {
-            if let Err(error) = self.cache.delete(key).await {
-                failed.push((key, error));
-            }
-        }
-        if let Some((_, error)) = failed.first() {
-            let keys: Vec<&str> = failed.iter().map(|(key, _)| *key).collect();
-            tracing::warn!(
-                "could not evict {keys:?} from the cache ({error}); the next read retries"
-            );
-            let mut unevicted = self.lock_unevicted();
-            unevicted.extend(keys.into_iter().map(str::to_owned));
-        }
-    }
-
-    /// Retries the evictions that failed. Every read calls this first (see
-    /// [`Repo::read`]), so that no read is answered from an entry a write
-    /// made stale. It costs nothing unless Redis failed during a write.
-    ///
-    /// Each caller deletes every pending key itself before it returns, rather
-    /// than leaving it to whoever came first: a read must not go on to its
-    /// lookup while another one is still deleting.
-    async fn retry_evictions(&self) {
-        let pending: Vec<String> = self.lock_unevicted().iter().cloned().collect();
-        if pending.is_empty() {
-            return;
-        }
-        for key in pending {
-            if self.cache.delete(&key).await.is_ok() {
-                self.lock_unevicted().remove(&key);
-            }
-        }
-        if self.lock_unevicted().is_empty() {
-            tracing::info!("done: the evictions that failed while Redis was unreachable");
-        }
-    }
-
-    fn lock_unevicted(&self) -> MutexGuard<'_, HashSet<String>> {
-        // The list stays valid whatever a panicking holder was doing.
-        self.unevicted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let _ = self.list_users_invalidate().await;
+        let _ = self.count_users_invalidate().await;
     }
 }

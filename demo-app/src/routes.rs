@@ -10,13 +10,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, PathError};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use cache_runtime::{Outcome, track_outcome};
 use serde_json::json;
 
-use crate::repo::{NewUser, Repo, RepoError};
+use crate::repo::{NewUser, Repo, RepoError, User};
 
 /// Registers the routes. The app needs a `web::Data<Repo>`:
 ///
@@ -40,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/users")
                 .get(list_users)
                 .post(create_user)
+                .patch(update_users)
                 .default_service(web::to(not_allowed)),
         )
         .service(
@@ -64,19 +65,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// `GET /users`: the whole table, the blog post's query.
 async fn list_users(repo: web::Data<Repo>) -> HttpResponse {
-    cached_read(&repo, repo.list_users(), |users| {
-        HttpResponse::Ok().json(users)
-    })
-    .await
+    cached_read(repo.list_users(), |users| HttpResponse::Ok().json(users)).await
 }
 
 /// `GET /users/{id}`
 async fn get_user(repo: web::Data<Repo>, id: web::Path<i64>) -> HttpResponse {
     let id = id.into_inner();
-    cached_read(&repo, repo.get_user(id), |user| {
-        HttpResponse::Ok().json(user)
-    })
-    .await
+    cached_read(repo.get_user(id), |user| HttpResponse::Ok().json(user)).await
 }
 
 /// `POST /users`: 201 with the new user, and its URL in `Location`.
@@ -100,6 +95,17 @@ async fn update_user(
     Ok(HttpResponse::Ok().json(user))
 }
 
+/// `PATCH /users`: replaces the fields of each user listed, all or nothing,
+/// in one transaction; 200 with the updated users. An unknown id (404) or a
+/// taken email (409) changes no one.
+async fn update_users(
+    repo: web::Data<Repo>,
+    users: web::Json<Vec<User>>,
+) -> Result<HttpResponse, ApiError> {
+    let users = repo.update_users(&users).await?;
+    Ok(HttpResponse::Ok().json(users))
+}
+
 /// `DELETE /users/{id}`: 204.
 async fn delete_user(repo: web::Data<Repo>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     repo.delete_user(id.into_inner()).await?;
@@ -111,7 +117,7 @@ async fn delete_user(repo: web::Data<Repo>, id: web::Path<i64>) -> Result<HttpRe
 async fn index(repo: web::Data<Repo>) -> HttpResponse {
     const PAGE: &str = include_str!("../static/index.html");
     let backend = repo.db().backend();
-    cached_read(&repo, repo.count_users(), |count| {
+    cached_read(repo.count_users(), |count| {
         let page = PAGE
             .replace("{{USER_COUNT}}", &count.to_string())
             .replace("{{BACKEND}}", backend);
@@ -165,14 +171,13 @@ async fn metrics(repo: web::Data<Repo>) -> HttpResponse {
         .body(text)
 }
 
-/// Runs a cached read through [`Repo::read`], turns its result into a
-/// response with `respond`, and adds the `X-Cache` header, errors included.
+/// Runs a cached read, turns its result into a response with `respond`, and
+/// adds the `X-Cache` header, errors included.
 async fn cached_read<T>(
-    repo: &Repo,
     read: impl Future<Output = Result<T, RepoError>>,
     respond: impl FnOnce(T) -> HttpResponse,
 ) -> HttpResponse {
-    let (result, outcome) = track_outcome(repo.read(read)).await;
+    let (result, outcome) = track_outcome(read).await;
     let mut response = match result {
         Ok(value) => respond(value),
         Err(error) => ApiError::from(error).error_response(),
@@ -258,7 +263,13 @@ fn bad_path(error: PathError, _: &HttpRequest) -> actix_web::Error {
 }
 
 /// A body that is not the JSON expected.
-fn bad_json(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+fn bad_json(error: JsonPayloadError, request: &HttpRequest) -> actix_web::Error {
+    // `PATCH /users` takes a list of users; the other writes take one.
+    let expected = if request.method() == Method::PATCH {
+        r#"a list of {"id": …, "username": "…", "email": "…"}"#
+    } else {
+        r#"{"username": "…", "email": "…"}"#
+    };
     let (status, message) = match &error {
         JsonPayloadError::ContentType => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -271,7 +282,7 @@ fn bad_json(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
         // says which, and where.
         JsonPayloadError::Deserialize(error) => (
             StatusCode::BAD_REQUEST,
-            format!("the body must be {{\"username\": \"…\", \"email\": \"…\"}}: {error}"),
+            format!("the body must be {expected}: {error}"),
         ),
         _ => (StatusCode::BAD_REQUEST, error.to_string()),
     };

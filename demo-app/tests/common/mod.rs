@@ -120,16 +120,25 @@ impl TestApp {
             Error = actix_web::Error,
         > + use<>,
     > + use<> {
-        let repo = self.repo.clone();
-        async move {
-            test::init_service(
-                App::new()
-                    .app_data(web::Data::new(repo))
-                    .configure(routes::configure),
-            )
-            .await
-        }
+        service_of(self.repo.clone())
     }
+}
+
+/// [`TestApp::service`] over `repo`: for a second instance of the app, in
+/// another thread, sharing the repository's pool and cache.
+pub async fn service_of(
+    repo: Repo,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    test::init_service(
+        App::new()
+            .app_data(web::Data::new(repo))
+            .configure(routes::configure),
+    )
+    .await
 }
 
 impl Drop for TestApp {
@@ -332,6 +341,10 @@ pub fn post(path: &str, body: Value) -> TestRequest {
 
 pub fn put(path: &str, body: Value) -> TestRequest {
     TestRequest::put().uri(path).set_json(body)
+}
+
+pub fn patch(path: &str, body: Value) -> TestRequest {
+    TestRequest::patch().uri(path).set_json(body)
 }
 
 pub fn delete(path: &str) -> TestRequest {

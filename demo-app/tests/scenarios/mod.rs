@@ -6,24 +6,30 @@
 //! - a write is visible to the very next read, on `/users/{id}` and `/users`,
 //!   even while a slow read that started before the write is still running;
 //! - the cache keys the reads fill are the ones the writes evict;
+//! - `PATCH /users` runs in a transaction: committed, its evictions follow
+//!   the commit; rolled back, they are dropped and the entries stay hits;
 //! - bad input gets the right 4xx with a JSON body, never a 500;
 //! - every endpoint works with Redis killed mid-run, or absent from the
 //!   start, and caching resumes when Redis comes back;
 //! - a write made while Redis is away is not hidden by the stale entry when
-//!   Redis comes back with its old data;
+//!   Redis comes back with its old data, and caching resumes once the failed
+//!   eviction has been replayed;
 //! - `/healthz` follows the database, not Redis; `/metrics` is Prometheus
 //!   text; seeding inserts in batches and evicts the cached list.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::test::TestRequest;
 use cache_tests::{RedisServer, eventually};
-use demo_app::repo::{User, keys};
+use demo_app::repo::User;
 use redis::Commands;
 use serde_json::json;
 
-use crate::common::{Backend, TestApp, call, delete, get, post, put, raw_json, unique};
+use crate::common::{
+    Backend, TestApp, call, delete, get, patch, post, put, raw_json, service_of, unique,
+};
 
 /// One `#[actix_web::test]` per scenario below, on `$backend`.
 macro_rules! backend_tests {
@@ -33,6 +39,8 @@ macro_rules! backend_tests {
             writes_are_visible_to_the_next_read,
             a_read_racing_a_write_does_not_bring_back_the_old_rows,
             cache_keys_are_the_ones_writes_evict,
+            a_committed_transaction_evicts_after_the_commit,
+            a_rolled_back_transaction_evicts_nothing,
             bad_input_gets_a_json_4xx,
             every_endpoint_works_with_redis_killed,
             every_endpoint_works_without_redis_and_caching_resumes,
@@ -169,13 +177,19 @@ pub async fn writes_are_visible_to_the_next_read(backend: Backend, test: &str) {
 
 /// A read of the list misses and runs its (slow) query; meanwhile a client
 /// creates a user, then reads the list. The old list must not reach that
-/// client: not by joining the slow read's query, and not by the slow read
-/// storing it after the write's eviction (see `Repo::read`).
+/// client: not by joining the slow read's query (the runtime coalesces
+/// concurrent misses of one key), and not by the slow read storing it after
+/// the write's eviction. The write's eviction of `users:all` closes that read
+/// in the runtime, so it neither stores nor takes on newcomers (see the
+/// module documentation of `repo`).
 ///
-/// Whether the write lands inside the slow query depends on timing. SQLite's
-/// list query is the slowest, and there this test fails every time without
-/// `Repo::read`'s gate; the faster backends often finish the query first.
-/// The gate is the same code on every backend.
+/// The slow read runs in a thread of its own, as a second instance of the
+/// app on the same repository (so the same cache): decoding 20 000 rows keeps
+/// its thread busy, and on the writer's thread the write could then only
+/// start once the read had finished. Whether the write lands inside the
+/// query still depends on timing: SQLite's list query is the slowest, and
+/// there this test fails nearly every time when evictions do not close the
+/// reads in the air; the faster backends often finish the query first.
 pub async fn a_read_racing_a_write_does_not_bring_back_the_old_rows(backend: Backend, test: &str) {
     let t = TestApp::start(backend, test).await;
     // Enough rows for the list query to take a while, and the write starts
@@ -187,18 +201,25 @@ pub async fn a_read_racing_a_write_does_not_bring_back_the_old_rows(backend: Bac
     let app = t.service().await;
     let email = format!("{}@example.org", unique("racer"));
 
-    let (slow, (created, seen)) = tokio::join!(call(&app, get("/users")), async {
-        actix_web::rt::time::sleep(query_time / 4).await;
-        let created = call(
-            &app,
-            post("/users", json!({"username": "racer", "email": email})),
-        )
-        .await;
-        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
-        let seen = call(&app, get("/users")).await;
-        (created.user(), seen.users())
+    let (slow_tx, slow_rx) = tokio::sync::oneshot::channel();
+    let reader_repo = t.repo.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let reader = service_of(reader_repo).await;
+            let _ = slow_tx.send(call(&reader, get("/users")).await.status);
+        });
     });
-    assert_eq!(slow.status, StatusCode::OK);
+    actix_web::rt::time::sleep(query_time / 4).await;
+    let created = call(
+        &app,
+        post("/users", json!({"username": "racer", "email": email})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    let created = created.user();
+    let seen = call(&app, get("/users")).await.users();
+    let slow = slow_rx.await.expect("the slow read's thread answers");
+    assert_eq!(slow, StatusCode::OK);
     assert!(seen.contains(&created), "the writer reads its write");
     let cached = call(&app, get("/users")).await;
     assert!(
@@ -207,62 +228,216 @@ pub async fn a_read_racing_a_write_does_not_bring_back_the_old_rows(backend: Bac
     );
 }
 
+/// The reads name their keys in their attributes, and the writes evict
+/// through the helpers derived from those reads, so the two cannot drift
+/// apart in the source. This checks the result in Redis: which key each read
+/// stores (the names the README gives), and that each write removes exactly
+/// the entries whose answers it changed.
 pub async fn cache_keys_are_the_ones_writes_evict(backend: Backend, test: &str) {
     let mut t = TestApp::start(backend, test).await;
-    let users = t.seed(2).await;
+    let users = t.seed(3).await;
     let app = t.service().await;
-    let id = users[0].id;
-    let cache = t.repo.cache().clone();
-    let full = |key: &str| cache.full_key(key);
-    let mut stored_keys = || {
-        let mut keys: Vec<String> = t.redis().client().keys("*").expect("KEYS");
-        keys.sort();
-        keys
+    let (ada, bob) = (users[0].id, users[1].id);
+    let mut redis = t.redis().client();
+    let mut stored_keys = move || -> BTreeSet<String> {
+        let keys: Vec<String> = redis.keys("*").expect("KEYS");
+        keys.into_iter().collect()
     };
+    let cache = t.repo.cache().clone();
+    let keys = |names: &[&str]| -> BTreeSet<String> {
+        names.iter().map(|name| cache.full_key(name)).collect()
+    };
+    let (ada_key, bob_key) = (format!("user:{ada}"), format!("user:{bob}"));
+    let (ada_path, bob_path) = (format!("/users/{ada}"), format!("/users/{bob}"));
 
-    call(&app, get(&format!("/users/{id}"))).await;
-    call(&app, get("/users")).await;
-    call(&app, get("/")).await;
-    let mut expected = vec![
-        full(&keys::user(id)),
-        full(keys::ALL_USERS),
-        full(keys::USER_COUNT),
-    ];
-    expected.sort();
+    // Each read stores one entry, under the key its attribute names.
+    for (path, key) in [
+        (ada_path.as_str(), ada_key.as_str()),
+        (bob_path.as_str(), bob_key.as_str()),
+        ("/users", "users:all"),
+        ("/", "users:count"),
+    ] {
+        let before = stored_keys();
+        call(&app, get(path)).await;
+        let added: BTreeSet<String> = stored_keys().difference(&before).cloned().collect();
+        assert_eq!(added, keys(&[key]), "GET {path} stores `{key}`");
+    }
+    assert!(
+        stored_keys().iter().all(|key| key.starts_with("demo:v1:")),
+        "behind the prefix: {:?}",
+        stored_keys()
+    );
+    let everything = keys(&[&ada_key, &bob_key, "users:all", "users:count"]);
+
+    // Reads every entry again, so that each write starts from all of them.
+    macro_rules! warm {
+        ($($path:expr),*) => {
+            $( call(&app, get($path)).await; )*
+        };
+    }
+    let body = || json!({"username": "x", "email": format!("{}@example.org", unique("x"))});
+
+    call(&app, put(&ada_path, body())).await;
     assert_eq!(
         stored_keys(),
-        expected,
-        "the reads store under the keys of `repo::keys`"
-    );
-    assert!(
-        expected[0].starts_with("demo:v1:"),
-        "behind the prefix: {expected:?}"
+        keys(&[&bob_key, "users:count"]),
+        "PUT evicts the user and the list; the count and other users stay"
     );
 
-    let body = json!({"username": "x", "email": format!("{}@example.org", unique("x"))});
-    call(&app, put(&format!("/users/{id}"), body)).await;
+    warm!(&ada_path, "/users");
+    assert_eq!(stored_keys(), everything);
+    let mut changed = body();
+    changed["id"] = json!(bob);
+    call(&app, patch("/users", json!([changed]))).await;
     assert_eq!(
         stored_keys(),
-        [full(keys::USER_COUNT)],
-        "PUT evicts the user and the list, and keeps the count"
+        keys(&[&ada_key, "users:count"]),
+        "PATCH evicts the users it lists and the list"
     );
 
-    call(&app, get(&format!("/users/{id}"))).await;
-    call(&app, get("/users")).await;
-    call(&app, delete(&format!("/users/{id}"))).await;
-    assert!(
-        stored_keys().is_empty(),
+    warm!(&bob_path, "/users");
+    assert_eq!(stored_keys(), everything);
+    call(&app, delete(&bob_path)).await;
+    assert_eq!(
+        stored_keys(),
+        keys(&[&ada_key]),
         "DELETE evicts the user, the list and the count"
     );
 
-    call(&app, get("/users")).await;
-    call(&app, get("/")).await;
-    let body = json!({"username": "y", "email": format!("{}@example.org", unique("y"))});
-    call(&app, post("/users", body)).await;
-    assert!(
-        stored_keys().is_empty(),
+    warm!("/users", "/");
+    call(&app, post("/users", body())).await;
+    assert_eq!(
+        stored_keys(),
+        keys(&[&ada_key]),
         "POST evicts the list and the count"
     );
+
+    warm!("/users", "/");
+    t.seed(1).await;
+    assert_eq!(
+        stored_keys(),
+        keys(&[&ada_key]),
+        "seeding evicts the list and the count"
+    );
+}
+
+/// `PATCH /users` updates its users in one transaction, whose evictions wait
+/// for the commit (`cache_runtime::deferred`). Once it has returned, the next
+/// read of each user it changed misses and sees the new row, then hits; what
+/// it did not change is still cached.
+pub async fn a_committed_transaction_evicts_after_the_commit(backend: Backend, test: &str) {
+    let t = TestApp::start(backend, test).await;
+    let users = t.seed(3).await;
+    let app = t.service().await;
+    let paths: Vec<String> = users.iter().map(|u| format!("/users/{}", u.id)).collect();
+    for path in paths.iter().map(String::as_str).chain(["/users", "/"]) {
+        call(&app, get(path)).await;
+        assert_eq!(call(&app, get(path)).await.cache.as_deref(), Some("HIT"));
+    }
+
+    let changed: Vec<User> = users[..2]
+        .iter()
+        .map(|user| User {
+            id: user.id,
+            username: format!("{}-renamed", user.username),
+            email: format!("{}@example.org", unique("renamed")),
+        })
+        .collect();
+    let reply = call(&app, patch("/users", json!(changed))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.users(), changed);
+
+    for (user, path) in changed.iter().zip(&paths) {
+        let first = call(&app, get(path)).await;
+        assert_eq!(
+            (first.cache.as_deref(), first.user()),
+            (Some("MISS"), user.clone()),
+            "evicted after the commit, and read again"
+        );
+        let second = call(&app, get(path)).await;
+        assert_eq!(
+            (second.cache.as_deref(), second.user()),
+            (Some("HIT"), user.clone())
+        );
+    }
+    let untouched = call(&app, get(&paths[2])).await;
+    assert_eq!(
+        (untouched.cache.as_deref(), untouched.user()),
+        (Some("HIT"), users[2].clone()),
+        "a user the PATCH did not list keeps its entry"
+    );
+    let list = call(&app, get("/users")).await;
+    assert_eq!(list.cache.as_deref(), Some("MISS"));
+    assert_eq!(
+        list.users(),
+        [changed[0].clone(), changed[1].clone(), users[2].clone()]
+    );
+    assert_eq!(
+        call(&app, get("/")).await.cache.as_deref(),
+        Some("HIT"),
+        "the count did not change, and keeps its entry"
+    );
+}
+
+/// A `PATCH /users` that fails after updating some users rolls back all of
+/// them, and the evictions those updates issued are dropped with it: the
+/// cached entries, still true, are still hits.
+pub async fn a_rolled_back_transaction_evicts_nothing(backend: Backend, test: &str) {
+    let t = TestApp::start(backend, test).await;
+    let users = t.seed(3).await;
+    let app = t.service().await;
+    let (ada, bob, cy) = (&users[0], &users[1], &users[2]);
+    let (ada_path, bob_path) = (format!("/users/{}", ada.id), format!("/users/{}", bob.id));
+    for path in [ada_path.as_str(), bob_path.as_str(), "/users"] {
+        call(&app, get(path)).await;
+        assert_eq!(call(&app, get(path)).await.cache.as_deref(), Some("HIT"));
+    }
+    let renamed_ada = json!({
+        "id": ada.id, "username": "ada2", "email": format!("{}@example.org", unique("ada")),
+    });
+
+    // Ada's update succeeds and issues its eviction; then Bob's fails, on
+    // the unique email index: Cy has that email.
+    let taken = json!({"id": bob.id, "username": "bob2", "email": cy.email});
+    call(&app, patch("/users", json!([renamed_ada, taken])))
+        .await
+        .assert_error(StatusCode::CONFLICT);
+    // The same, failing on an id no user has.
+    let missing = json!({"id": cy.id + 1000, "username": "nobody", "email": "n@example.org"});
+    call(&app, patch("/users", json!([renamed_ada, missing])))
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+
+    assert_eq!(
+        t.repo
+            .db()
+            .fetch_user(ada.id)
+            .await
+            .expect("the row")
+            .as_ref(),
+        Some(ada),
+        "rolled back: Ada's row is as it was"
+    );
+    for (path, user) in [(&ada_path, ada), (&bob_path, bob)] {
+        let read = call(&app, get(path)).await;
+        assert_eq!(
+            (read.cache.as_deref(), read.user()),
+            (Some("HIT"), user.clone()),
+            "no eviction was sent: the entry is still there, and still true"
+        );
+    }
+    let list = call(&app, get("/users")).await;
+    assert_eq!(
+        (list.cache.as_deref(), list.users()),
+        (Some("HIT"), users.clone())
+    );
+
+    // Without the failing user, the same request commits and evicts.
+    let reply = call(&app, patch("/users", json!([renamed_ada]))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let read = call(&app, get(&ada_path)).await;
+    assert_eq!(read.cache.as_deref(), Some("MISS"));
+    assert_eq!(read.user().username, "ada2");
 }
 
 pub async fn bad_input_gets_a_json_4xx(backend: Backend, test: &str) {
@@ -344,6 +519,27 @@ pub async fn bad_input_gets_a_json_4xx(backend: Backend, test: &str) {
         .await
         .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
+    // `PATCH /users` takes a list of users, each checked like the above.
+    for body in [
+        r#"{"id": 1, "username": "x", "email": "x@example.org"}"#,
+        r#"[{"username": "x", "email": "x@example.org"}]"#,
+        r#"[{"id": "one", "username": "x", "email": "x@example.org"}]"#,
+    ] {
+        let reply = call(&app, raw_json(TestRequest::patch().uri("/users"), body)).await;
+        let message = reply.assert_error(StatusCode::BAD_REQUEST);
+        assert!(message.contains("a list of"), "{body}: {message}");
+    }
+    let one_invalid = json!([
+        {"id": ada.id, "username": "fine", "email": format!("{}@example.org", unique("f"))},
+        {"id": bob.id, "username": "", "email": "empty@example.org"},
+    ]);
+    call(&app, patch("/users", one_invalid))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST);
+    let nothing = call(&app, patch("/users", json!([]))).await;
+    assert_eq!(nothing.status, StatusCode::OK, "{}", nothing.text());
+    assert_eq!(nothing.users(), []);
+
     // Another user's email: 409, on create and on update.
     let taken = json!({"username": "copy", "email": bob.email});
     call(&app, post("/users", taken.clone()))
@@ -419,10 +615,30 @@ pub async fn every_endpoint_works_without_redis_and_caching_resumes(backend: Bac
     })
     .await;
     assert!(connected.is_some(), "the cache connects once Redis is up");
-    call(&app, get("/users")).await;
-    let again = call(&app, get("/users")).await;
-    assert_eq!(again.cache.as_deref(), Some("HIT"));
+    // The writes above could not evict: the runtime parked their evictions,
+    // and skips lookups until it has replayed them, in the background.
+    assert!(
+        becomes_a_hit(&app, "/users").await,
+        "caching resumes once the failed evictions are replayed"
+    );
     assert_eq!(call(&app, get("/healthz")).await.json()["redis"], "up");
+}
+
+/// Whether `path` is answered from the cache within 10 s of reads.
+async fn becomes_a_hit<S, B>(app: &S, path: &str) -> bool
+where
+    S: actix_web::dev::Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
+    B: actix_web::body::MessageBody,
+{
+    let hit = eventually(Duration::from_secs(10), || async {
+        call(app, get(path)).await.cache.as_deref() == Some("HIT")
+    })
+    .await;
+    hit.is_some()
 }
 
 /// Reads, writes and their visibility, and the other endpoints, with Redis
@@ -518,15 +734,18 @@ pub async fn a_write_while_redis_is_away_is_not_hidden_when_it_returns(
         call(&app, get("/users")).await;
     }
     assert_eq!(call(&app, get(&path)).await.cache.as_deref(), Some("HIT"));
-    let cache = t.repo.cache().clone();
-    let stale_keys = [
-        cache.full_key(&keys::user(users[0].id)),
-        cache.full_key(keys::ALL_USERS),
-    ];
-    let snapshot: Vec<Vec<u8>> = stale_keys
-        .iter()
-        .map(|key| t.redis().client().get(key).expect("GET"))
-        .collect();
+    // What Redis holds now, the user and the list among it, as `DUMP`s.
+    let snapshot: Vec<(String, Vec<u8>)> = {
+        let mut redis = t.redis().client();
+        let keys: Vec<String> = redis.keys("*").expect("KEYS");
+        keys.into_iter()
+            .map(|key| {
+                let dump = redis::cmd("DUMP").arg(&key).query(&mut redis);
+                (key, dump.expect("DUMP"))
+            })
+            .collect()
+    };
+    assert_eq!(snapshot.len(), 2, "the user and the list: {snapshot:?}");
 
     t.redis().kill();
     let body =
@@ -542,9 +761,16 @@ pub async fn a_write_while_redis_is_away_is_not_hidden_when_it_returns(
 
     // Redis returns with the entries it held before the write.
     t.redis().restart();
-    for (key, value) in stale_keys.iter().zip(&snapshot) {
-        let _: () = t.redis().client().set_ex(key, value, 60).expect("SET");
+    let mut redis = t.redis().client();
+    for (key, dump) in &snapshot {
+        let restored: redis::RedisResult<()> = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(60_000)
+            .arg(dump)
+            .query(&mut redis);
+        restored.expect("RESTORE");
     }
+    let cache = t.repo.cache().clone();
     let connected = eventually(Duration::from_secs(10), || {
         let cache = cache.clone();
         async move { cache.is_connected() }
@@ -552,19 +778,14 @@ pub async fn a_write_while_redis_is_away_is_not_hidden_when_it_returns(
     .await;
     assert!(connected.is_some(), "the cache reconnects");
 
+    // The runtime parked the failed evictions: until it has replayed them,
+    // reads skip the cache; after, the stale entries are gone.
     let read = call(&app, get(&path)).await;
-    assert_eq!(
-        read.user(),
-        updated,
-        "the stale entry was evicted before the read"
-    );
+    assert_eq!(read.user(), updated, "the stale entry is not served");
     assert_eq!(read.cache.as_deref(), Some("MISS"));
     assert!(call(&app, get("/users")).await.users().contains(&updated));
-    assert_eq!(
-        call(&app, get(&path)).await.cache.as_deref(),
-        Some("HIT"),
-        "caching goes on"
-    );
+    assert!(becomes_a_hit(&app, &path).await, "caching goes on");
+    assert_eq!(call(&app, get(&path)).await.user(), updated);
 }
 
 pub async fn healthz_follows_the_database_not_redis(backend: Backend, test: &str) {
