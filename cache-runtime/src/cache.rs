@@ -222,6 +222,14 @@ impl Cache {
         &self.inner.parked
     }
 
+    /// Empties this process's local tier (if it has one); other processes
+    /// keep theirs. The next calls read Redis. For benchmarks and operators.
+    pub fn clear_local_tier(&self) {
+        if let Some(tier) = self.inner.local.get() {
+            tier.forget(&crate::local::Change::All);
+        }
+    }
+
     /// The local tier, started on first use.
     pub(crate) fn local_tier(&self) -> &Arc<crate::local::Tier> {
         self.inner.local.get_or_init(|| {

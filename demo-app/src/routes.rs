@@ -183,7 +183,8 @@ async fn cached_read<T>(
         Err(error) => ApiError::from(error).error_response(),
     };
     // `Outcome::Error` (Redis unreachable) also ran the query: a miss.
-    let value = if outcome == Some(Outcome::Hit) {
+    // A local-tier hit is a hit too: the database was not asked.
+    let value = if matches!(outcome, Some(Outcome::Hit | Outcome::Local)) {
         "HIT"
     } else {
         "MISS"
