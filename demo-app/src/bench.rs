@@ -167,8 +167,13 @@ fn median(sorted: &[Duration]) -> Duration {
     }
 }
 
+/// Milliseconds, or microseconds below one (a local hit takes a few).
 fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    if d < Duration::from_millis(1) {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
 }
 
 #[cfg(test)]
