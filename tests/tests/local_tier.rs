@@ -190,11 +190,24 @@ async fn another_process_drops_its_copy_when_this_one_evicts_or_writes() {
     assert!(warm.is_some(), "the worker serves key 1 locally");
 
     // A write elsewhere: the database, then the eviction, in this process.
+    // Twenty times, to report how soon the other process sees it (the
+    // figure in BENCHMARKS.md; run with --nocapture).
+    let mut delays = Vec::new();
+    for round in 0..20 {
+        let value = format!("v2.{round}");
+        let _: () = db.set("db:1", &value).unwrap();
+        value_here_invalidate(&cache, 1).await.unwrap();
+        delays.push(worker.until(1, &value));
+        worker.until(1, &value); // served locally again before the next round
+    }
+    delays.sort();
+    println!(
+        "eviction seen by the other process after: median {:?}, max {:?} (20 rounds)",
+        delays[10], delays[19]
+    );
+    assert!(delays[19] < Duration::from_secs(2), "{delays:?}");
     let _: () = db.set("db:1", "v2").unwrap();
     value_here_invalidate(&cache, 1).await.unwrap();
-    let took = worker.until(1, "v2");
-    println!("eviction seen by the other process after {took:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
 
     // A write-through elsewhere replaces the value in Redis and locally.
     worker.until(1, "v2");
