@@ -287,21 +287,32 @@ impl Connection {
     /// The current connection, waiting (within the caller's deadline) only
     /// while the first connection attempt is in flight.
     async fn acquire(&self) -> Result<(u64, RedisConnection), CacheError> {
+        // The hot path: read the state, without registering as a waiter.
+        if let Some(ready) = self.ready() {
+            return ready;
+        }
         loop {
             let settled = self.shared.settled.notified();
             tokio::pin!(settled);
-            // Register before reading the state, so a change between the read
-            // and the wait cannot be missed.
+            // Register before reading the state again, so a change between
+            // the read and the wait cannot be missed.
             settled.as_mut().enable();
-            match &*self.shared.read_state() {
-                State::Up {
-                    generation,
-                    connection,
-                } => return Ok((*generation, connection.clone())),
-                State::Down | State::Disabled => return Err(CacheError::Unavailable),
-                State::Connecting => {}
+            if let Some(ready) = self.ready() {
+                return ready;
             }
             settled.await;
+        }
+    }
+
+    /// The connection, or why there is none; `None` while connecting.
+    fn ready(&self) -> Option<Result<(u64, RedisConnection), CacheError>> {
+        match &*self.shared.read_state() {
+            State::Up {
+                generation,
+                connection,
+            } => Some(Ok((*generation, connection.clone()))),
+            State::Down | State::Disabled => Some(Err(CacheError::Unavailable)),
+            State::Connecting => None,
         }
     }
 }
