@@ -126,30 +126,31 @@ async fn huge_and_empty_arguments_work() {
     assert_eq!(keys(&server).len(), 3);
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+/// For any two different argument tuples, the second call returns its own
+/// arguments: their keys differ. One server for all cases (starting one per
+/// case would dominate), killed when the test ends.
+#[test]
+fn different_arguments_never_share_a_key() {
+    use proptest::test_runner::{Config, TestRunner};
 
-    /// For any two different argument tuples, the second call returns its
-    /// own arguments: their keys differ.
-    #[test]
-    fn different_arguments_never_share_a_key(
-        a in ".{0,8}", b in ".{0,8}", c in "[:%a-b{}*]{0,4}", d in "[:%a-b{}*]{0,4}",
-    ) {
-        prop_assume!((&a, &b) != (&c, &d));
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let server = server();
-        let cache = server.cache();
-        let (first, second) = runtime.block_on(async {
-            let _: () = redis::cmd("FLUSHDB").query(&mut server.client()).unwrap();
-            (echo(&cache, &a, &b).await, echo(&cache, &c, &d).await)
-        });
-        prop_assert_eq!(first, (a, b));
-        prop_assert_eq!(second, (c, d));
-    }
-}
-
-/// One server for all proptest cases: starting one per case would dominate.
-fn server() -> &'static RedisServer {
-    static SERVER: std::sync::OnceLock<RedisServer> = std::sync::OnceLock::new();
-    SERVER.get_or_init(RedisServer::start)
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let strategy = (".{0,8}", ".{0,8}", "[:%a-b{}*]{0,4}", "[:%a-b{}*]{0,4}");
+    let mut runner = TestRunner::new(Config::with_cases(200));
+    runner
+        .run(&strategy, |(a, b, c, d)| {
+            prop_assume!((&a, &b) != (&c, &d));
+            let (first, second) = runtime.block_on(async {
+                let _: () = redis::cmd("FLUSHDB").query(&mut server.client()).unwrap();
+                (echo(&cache, &a, &b).await, echo(&cache, &c, &d).await)
+            });
+            prop_assert_eq!(first, (a, b));
+            prop_assert_eq!(second, (c, d));
+            Ok(())
+        })
+        .unwrap();
 }
