@@ -202,8 +202,9 @@ impl Cache {
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let full_key = self.full_key(key);
         // Reads of this key in the air must not store what they read before.
-        self.flights()
-            .evicted(&crate::local::Change::Key(full_key.clone()));
+        let change = crate::local::Change::Key(full_key.clone());
+        self.flights().evicted(&change);
+        self.forget_local(&change);
         let value = self.send(redis::cmd("DEL").arg(&full_key)).await?;
         self.announce(crate::local::Change::Key(full_key)).await;
         Ok(matches!(value, redis::Value::Int(n) if n > 0))
@@ -227,6 +228,13 @@ impl Cache {
     pub fn clear_local_tier(&self) {
         if let Some(tier) = self.inner.local.get() {
             tier.forget(&crate::local::Change::All);
+        }
+    }
+
+    /// Drops this process's local copies that `change` covers.
+    pub(crate) fn forget_local(&self, change: &crate::local::Change) {
+        if let Some(tier) = self.inner.local.get() {
+            tier.forget(change);
         }
     }
 

@@ -199,7 +199,10 @@ where
     Fut: Future<Output = R>,
 {
     let key = EntryKey::new(cache, key, tags);
-    let local = local_ops.and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)));
+    // While an eviction is parked, local copies are not trusted either.
+    let local = local_ops
+        .filter(|_| !cache.parked().any())
+        .and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)));
     observe(site, async {
         if let Some((tier, ops)) = &local {
             if let Some(value) = tier.get(&key.key, ops) {

@@ -291,12 +291,16 @@ async fn evict_once(cache: &Cache, targets: &[Target]) -> Result<(), CacheError>
     // Reads of these keys still in the air in this process must not store
     // what they read before the write. A tag stands for keys we cannot list
     // here, so it invalidates every read in the air.
+    // This process's local copies go first, whether or not Redis can be
+    // reached: a failed eviction must not leave them in use.
     let flights = cache.flights();
     for target in targets {
-        match target {
-            Target::Key(key) => flights.evicted(&Change::Key(key.clone())),
-            Target::Tag(_) => flights.evicted(&Change::All),
-        }
+        let change = match target {
+            Target::Key(key) => Change::Key(key.clone()),
+            Target::Tag(_) => Change::All,
+        };
+        flights.evicted(&change);
+        cache.forget_local(&change);
     }
     let keys: Vec<&str> = targets
         .iter()
@@ -465,6 +469,7 @@ impl Cache {
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
         let full_prefix = self.full_key(prefix);
         self.flights().evicted(&Change::Prefix(full_prefix.clone()));
+        self.forget_local(&Change::Prefix(full_prefix.clone()));
         let pattern = format!("{}*", escape_glob(&full_prefix));
         let evicted = if self.is_cluster() {
             // SCAN walks one node's keyspace: walk every master's.

@@ -238,3 +238,18 @@ async fn a_put_in_this_process_reaches_this_processs_local_copy() {
     put_local(&cache, 3, vec![9]).await;
     assert_eq!(local(&cache, &calls, 3).await, [9]);
 }
+
+#[tokio::test]
+async fn a_failed_eviction_still_drops_the_local_copy() {
+    let mut server = RedisServer::start();
+    let cache = local_cache(&server, LocalTier::new()).await;
+    let calls = Calls::default();
+    local(&cache, &calls, 8).await;
+    assert_eq!(outcome_of(&cache, &calls, 8).await, Some(Outcome::Local));
+
+    server.kill();
+    local_invalidate(&cache, 8).await.unwrap_err();
+    let before = calls.get();
+    local(&cache, &calls, 8).await;
+    assert_eq!(calls.get(), before + 1, "the local copy was not used");
+}
