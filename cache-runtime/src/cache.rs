@@ -273,9 +273,9 @@ impl Cache {
                 tier.message(&change)
             }
             // No local tier here: others may have one.
-            None => format!("{} - {}", change_kind(&change), change_text(&change)),
+            None => change.message("-"),
         };
-        let channel = format!("{}#invalidate", self.inner.config.key_prefix);
+        let channel = crate::local::channel(&self.inner.config.key_prefix);
         // A lost message is covered: subscribers that lose their connection
         // empty their tier.
         let _ = self
@@ -574,21 +574,6 @@ impl Cache {
 
     pub(crate) fn incidents(&self) -> &crate::incident::Incidents {
         &self.inner.connection.shared.incidents
-    }
-}
-
-fn change_kind(change: &crate::local::Change) -> &'static str {
-    match change {
-        crate::local::Change::Key(_) => "k",
-        crate::local::Change::Prefix(_) => "p",
-        crate::local::Change::All => "a",
-    }
-}
-
-fn change_text(change: &crate::local::Change) -> &str {
-    match change {
-        crate::local::Change::Key(key) | crate::local::Change::Prefix(key) => key,
-        crate::local::Change::All => "",
     }
 }
 

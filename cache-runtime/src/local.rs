@@ -163,7 +163,7 @@ impl Tier {
             .weigher(|_key: &String, entry: &LocalEntry| entry.weight)
             .time_to_live(settings.max_ttl)
             .build();
-        let channel = format!("{key_prefix}#invalidate");
+        let channel = channel(key_prefix);
         let (stop_tx, stop_rx) = oneshot::channel();
         let tier = Arc::new(Tier {
             entries,
@@ -244,12 +244,7 @@ impl Tier {
 
     /// The message that tells other processes about `change`.
     pub(crate) fn message(&self, change: &Change) -> String {
-        let (kind, text) = match change {
-            Change::Key(key) => ("k", key.as_str()),
-            Change::Prefix(prefix) => ("p", prefix.as_str()),
-            Change::All => ("a", ""),
-        };
-        format!("{kind} {} {text}", self.instance)
+        change.message(&self.instance)
     }
 
     fn receive(&self, message: &str) {
@@ -276,6 +271,24 @@ pub(crate) enum Change {
     Prefix(String),
     /// A tag: its members are not known here, so every copy goes.
     All,
+}
+
+impl Change {
+    /// The invalidation message: `<kind> <sender> <key or prefix>`. A
+    /// process without a local tier sends as `-`.
+    pub(crate) fn message(&self, instance: &str) -> String {
+        let (kind, text) = match self {
+            Change::Key(key) => ("k", key.as_str()),
+            Change::Prefix(prefix) => ("p", prefix.as_str()),
+            Change::All => ("a", ""),
+        };
+        format!("{kind} {instance} {text}")
+    }
+}
+
+/// The invalidation channel of caches with this key prefix.
+pub(crate) fn channel(key_prefix: &str) -> String {
+    format!("{key_prefix}#invalidate")
 }
 
 /// Keeps the subscription to the invalidation channel; while it is down, the
