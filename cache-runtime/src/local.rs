@@ -194,12 +194,13 @@ impl Tier {
         self.subscribed.load(Ordering::Acquire)
     }
 
-    pub(crate) fn get<T>(&self, key: &str, ops: &LocalOps<T>) -> Option<T> {
+    /// A copy of the value kept for `key`, unless it had expired by `now`.
+    pub(crate) fn get<T>(&self, key: &str, ops: &LocalOps<T>, now: Instant) -> Option<T> {
         if !self.usable() {
             return None;
         }
         let entry = self.entries.get(key)?;
-        if entry.expires_at <= Instant::now() {
+        if entry.expires_at <= now {
             self.entries.invalidate(key);
             return None;
         }
