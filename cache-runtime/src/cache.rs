@@ -451,13 +451,7 @@ impl Cache {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         self.inner
             .connection
-            .send(
-                redis::cmd("SET")
-                    .arg(full_key)
-                    .arg(bytes)
-                    .arg("PX")
-                    .arg(ttl_ms),
-            )
+            .send(&set_command(full_key, bytes, ttl_ms))
             .await
             .map(drop)
     }
@@ -489,12 +483,7 @@ impl Cache {
             return Ok(());
         }
         let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("SET")
-            .arg(full_key)
-            .arg(bytes)
-            .arg("PX")
-            .arg(ttl_ms);
+        pipeline.add_command(set_command(full_key, bytes, ttl_ms));
         for tag in tags {
             tag_commands(&mut pipeline, tag);
         }
@@ -575,6 +564,21 @@ impl Cache {
     pub(crate) fn incidents(&self) -> &crate::incident::Incidents {
         &self.inner.connection.shared.incidents
     }
+}
+
+/// `SET key value PX ttl_ms`, built in buffers of the right size: with
+/// `redis::cmd("SET")`, the argument after a large value would grow the
+/// command's buffer once more, copying the value into a buffer twice its size.
+fn set_command(full_key: &str, bytes: &[u8], ttl_ms: u64) -> redis::Cmd {
+    const U64_DIGITS: usize = 20;
+    let data = "SET".len() + full_key.len() + bytes.len() + "PX".len() + U64_DIGITS;
+    let mut cmd = redis::Cmd::with_capacity(5, data);
+    cmd.arg("SET")
+        .arg(full_key)
+        .arg(bytes)
+        .arg("PX")
+        .arg(ttl_ms);
+    cmd
 }
 
 /// Escapes `value` exactly as a key placeholder does, for code that needs to
