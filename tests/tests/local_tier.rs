@@ -113,6 +113,44 @@ async fn the_local_tier_is_bounded() {
     );
 }
 
+/// About 8 KB of JSON.
+#[redis_cached(key = "wide:{id}", ttl = 60, local = true, cache = cache)]
+async fn wide(cache: &Cache, id: u32) -> Vec<u32> {
+    vec![id; 2000]
+}
+
+/// How many of 100 wide entries, each read twice, the second read finds in
+/// the local tier.
+async fn wide_entries_kept(server: &RedisServer, max_bytes: u64) -> usize {
+    let cache = local_cache(server, LocalTier::new().max_bytes(max_bytes)).await;
+    for id in 0..100 {
+        wide(&cache, id).await;
+    }
+    let mut kept = 0;
+    for id in 0..100 {
+        if track_outcome(wide(&cache, id)).await.1 == Some(Outcome::Local) {
+            kept += 1;
+        }
+    }
+    kept
+}
+
+#[tokio::test]
+async fn the_local_tier_is_bounded_by_bytes() {
+    let server = RedisServer::start();
+    // 100 entries of ~8 KB: all fit in the default 64 MiB, about 8 in 64 KiB.
+    let roomy = wide_entries_kept(&server, 64 << 20).await;
+    let tight = wide_entries_kept(&server, 64 << 10).await;
+    assert!(
+        roomy >= 90,
+        "64 MiB should keep the 100 entries, kept {roomy}"
+    );
+    assert!(
+        tight <= 20,
+        "64 KiB should keep about 8 entries, kept {tight}"
+    );
+}
+
 #[cache_put(key = "local:{id}", ttl = 60, cache = cache)]
 async fn put_local(cache: &Cache, id: u32, value: Vec<u32>) -> Vec<u32> {
     value
