@@ -18,7 +18,9 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -186,14 +188,18 @@ pub async fn track_outcome<F: Future>(future: F) -> (F::Output, Option<Outcome>)
 ///
 /// `key` is the full key (prefix included, see [`Cache::key_builder`]);
 /// `tags`, the full keys of the tag sets the entry joins when stored.
-pub async fn cached_call<S, R, Fut>(
+///
+/// Not an `async fn`: one would keep its arguments, the body among them, in
+/// its state beside the `async` block that runs the call, and every call
+/// moves that state a few times. Here the block owns them, once.
+pub fn cached_call<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
     local_ops: Option<LocalOps<S::Stored>>,
     body: Fut,
-) -> R
+) -> Observe<impl Future<Output = (R, Outcome)>>
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
@@ -204,12 +210,13 @@ where
         .filter(|_| !cache.parked().any())
         .and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)));
     let observed = Observed::start(site);
-    let call = async {
+    let started = observed.started;
+    let call = async move {
         if let Some((tier, ops)) = &local {
             // The call's start stands for "now": one clock read fewer on
             // the fastest path, for a copy that expired at most a few
             // nanoseconds ago.
-            if let Some(value) = tier.get(&key.key, ops, observed.started) {
+            if let Some(value) = tier.get(&key.key, ops, started) {
                 site.record_local_hit();
                 return (S::from_stored(value), Outcome::Local);
             }
@@ -234,29 +241,27 @@ where
             lookup => fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, None).await,
         }
     };
-    let (result, outcome) = call.instrument(observed.span.clone()).await;
-    observed.finish(outcome);
-    result
+    Observe::new(call, observed)
 }
 
 /// [`fill`] on the heap. A future is as large as its largest state, and every
-/// call moves its future a few times (into its span's `Instrumented`, into
-/// the caller's): the miss path (coalescing, the lock wait, the body, the store)
+/// call moves its future a few times (into the caller's): the miss path (coalescing, the lock wait, the body, the store)
 /// is several times the size of the lookup, so kept inline it would make
-/// every hit copy it. Boxed, it costs a miss one allocation instead.
-async fn fill_boxed<S, R, Fut>(
-    cache: &Cache,
+/// every hit copy it. Boxed, it costs a miss one allocation instead. Not an
+/// `async fn`: one would hold its arguments, the body among them, inline.
+fn fill_boxed<'a, S, R, Fut>(
+    cache: &'a Cache,
     site: &'static CallSite,
-    key: &EntryKey,
+    key: &'a EntryKey,
     lookup: Lookup<S::Stored>,
     body: Fut,
-    local: LocalFill<'_, S::Stored>,
-) -> (R, Outcome)
+    local: LocalFill<'a, S::Stored>,
+) -> Pin<Box<impl Future<Output = (R, Outcome)>>>
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    Box::pin(fill::<S, R, Fut>(cache, site, key, lookup, body, local)).await
+    Box::pin(fill::<S, R, Fut>(cache, site, key, lookup, body, local))
 }
 
 /// A local tier to fill, and how, for one call.
@@ -265,7 +270,7 @@ type LocalFill<'a, T> = Option<(&'a Tier, LocalOps<T>)>;
 /// [`cached_call`] for functions with `stale = …`: a stale entry is returned
 /// at once while the body runs in the background, which is why the body must
 /// be `Send + 'static` here.
-pub async fn cached_call_stale<S, R, Fut>(
+pub fn cached_call_stale<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     key: String,
@@ -273,7 +278,7 @@ pub async fn cached_call_stale<S, R, Fut>(
     // `local` and `stale` do not combine (the macro says so): ignored.
     _local_ops: Option<LocalOps<S::Stored>>,
     body: Fut,
-) -> R
+) -> Observe<impl Future<Output = (R, Outcome)>>
 where
     S: Shape<R>,
     S::Stored: Send,
@@ -282,7 +287,7 @@ where
 {
     let key = EntryKey::new(cache, key, tags);
     let observed = Observed::start(site);
-    let call = async {
+    let call = async move {
         match cache.lookup::<S::Stored>(&key.key).await {
             Lookup::Hit(entry) => {
                 let fresh = entry
@@ -299,17 +304,52 @@ where
             lookup => fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, None).await,
         }
     };
-    let (result, outcome) = call.instrument(observed.span.clone()).await;
-    observed.finish(outcome);
-    result
+    Observe::new(call, observed)
+}
+
+pin_project_lite::pin_project! {
+    /// A cached call's future: the call, polled inside its span, then its
+    /// outcome and latency recorded. A type of its own rather than an
+    /// `async` wrapper, which would hold the call's future twice.
+    pub struct Observe<F> {
+        #[pin]
+        call: F,
+        // `None` once the call has finished.
+        observed: Option<Observed>,
+    }
+}
+
+impl<F> Observe<F> {
+    fn new(call: F, observed: Observed) -> Self {
+        Observe {
+            call,
+            observed: Some(observed),
+        }
+    }
+}
+
+impl<R, F: Future<Output = (R, Outcome)>> Future for Observe<F> {
+    type Output = R;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        let this = self.project();
+        let observed = this
+            .observed
+            .as_ref()
+            .expect("a cached call polled after it finished");
+        let entered = observed.span.enter();
+        let Poll::Ready((result, outcome)) = this.call.poll(cx) else {
+            return Poll::Pending;
+        };
+        drop(entered);
+        if let Some(observed) = this.observed.take() {
+            observed.finish(outcome);
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// One call's span, and what records its outcome and latency.
-///
-/// Not an `async fn` wrapping the call: an `async fn` keeps its argument
-/// (the call's future) and the `Instrumented` it makes of it side by side in
-/// its own state, which would double what each call copies. The callers
-/// instrument their call's future in place instead.
 struct Observed {
     site: &'static CallSite,
     span: tracing::Span,
