@@ -233,6 +233,15 @@ async fn large_local_arc(cache: &Cache, id: i64) -> Arc<Vec<User>> {
     Arc::new(users(1000))
 }
 
+/// Only for its future's size: a body that keeps 4 KB across an `.await`,
+/// which a cached call's future should hold once.
+#[redis_cached(key = "bench:wide-body:{id}", ttl = 600, cache = cache)]
+async fn wide_body(cache: &Cache, id: i64) -> u8 {
+    let buffer = [id as u8; 4096];
+    tokio::task::yield_now().await;
+    buffer[(id as usize) % buffer.len()]
+}
+
 // The `cached` crate: with `redis = true` on an `async fn`, the store is an
 // `AsyncRedisCache` built on first use from `CACHED_REDIS_CONNECTION_STRING`.
 // Its Redis path only takes `Result` functions.
@@ -1012,9 +1021,10 @@ async fn run(server: &RedisServer, plan: &Plan, mode: Mode) {
     // A future is moved (copied) when it is wrapped or awaited: the larger,
     // the more each call copies, beside the value itself.
     println!(
-        "future sizes (small hit): #[redis_cached] {} B (local = true: {} B), hand-written {} B, lean {} B, cached {} B",
+        "future sizes (small hit): #[redis_cached] {} B (local = true: {} B; with a body holding 4,096 B: {} B), hand-written {} B, lean {} B, cached {} B",
         std::mem::size_of_val(&small(&ctx.cache, HIT_ID)),
         std::mem::size_of_val(&small_local(&ctx.cache, HIT_ID)),
+        std::mem::size_of_val(&wide_body(&ctx.cache, HIT_ID)),
         std::mem::size_of_val(&hand_written(ctx.conn.clone(), String::new(), || {
             users(1).remove(0)
         })),
