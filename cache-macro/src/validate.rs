@@ -133,15 +133,7 @@ pub fn validate(args: &Args, function: &ItemFn) -> syn::Result<Plan> {
     });
 
     let local = match &args.local {
-        Some((keyword, value)) if value.value => {
-            if args.stale.is_some() {
-                errors.at(
-                    keyword.span,
-                    "`local` and `stale` do not combine yet: a stale value is refreshed in Redis, not in the local tier",
-                );
-            }
-            Some(keyword.span)
-        }
+        Some((keyword, value)) if value.value => Some(keyword.span),
         _ => None,
     };
 

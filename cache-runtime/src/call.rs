@@ -205,10 +205,7 @@ where
     Fut: Future<Output = R>,
 {
     let key = EntryKey::new(cache, key, tags);
-    // While an eviction is parked, local copies are not trusted either.
-    let local = local_ops
-        .filter(|_| !cache.parked().any())
-        .and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)));
+    let local = local_tier_for(cache, site, local_ops);
     let observed = Observed::start(site);
     let started = observed.started;
     let call = async move {
@@ -267,16 +264,33 @@ where
 /// A local tier to fill, and how, for one call.
 type LocalFill<'a, T> = Option<(&'a Tier, LocalOps<T>)>;
 
+/// The local tier this call uses, if any: the function's type must allow it
+/// (`local_ops`), the function or the builder must ask for it, and no
+/// eviction may be parked (local copies are not trusted then, as Redis is
+/// not).
+fn local_tier_for<'a, T>(
+    cache: &'a Cache,
+    site: &CallSite,
+    local_ops: Option<LocalOps<T>>,
+) -> LocalFill<'a, T> {
+    local_ops
+        .filter(|_| !cache.parked().any())
+        .and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)))
+}
+
 /// [`cached_call`] for functions with `stale = …`: a stale entry is returned
 /// at once while the body runs in the background, which is why the body must
 /// be `Send + 'static` here.
+///
+/// With a local tier, a local copy lives only while its value is fresh: once
+/// it is stale, calls go to Redis, which serves the stale value and starts
+/// the refresh, and the next fresh hit from Redis fills the tier again.
 pub fn cached_call_stale<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
-    // `local` and `stale` do not combine (the macro says so): ignored.
-    _local_ops: Option<LocalOps<S::Stored>>,
+    local_ops: Option<LocalOps<S::Stored>>,
     body: Fut,
 ) -> Observe<impl Future<Output = (R, Outcome)>>
 where
@@ -286,14 +300,32 @@ where
     Fut: Future<Output = R> + Send + 'static,
 {
     let key = EntryKey::new(cache, key, tags);
+    let local = local_tier_for(cache, site, local_ops);
     let observed = Observed::start(site);
+    let started = observed.started;
     let call = async move {
-        match cache.lookup::<S::Stored>(&key.key).await {
+        if let Some((tier, ops)) = &local
+            && let Some(value) = tier.get(&key.key, ops, started)
+        {
+            site.record_local_hit();
+            return (S::from_stored(value), Outcome::Local);
+        }
+        let (lookup, fill_local) = match local {
+            Some(_) => cache.lookup_for_local::<S::Stored>(&key.key).await,
+            None => (cache.lookup::<S::Stored>(&key.key).await, None),
+        };
+        match lookup {
             Lookup::Hit(entry) => {
-                let fresh = entry
+                // How much longer the value is fresh; `None`: always (an
+                // entry stored without `stale`).
+                let fresh_for = entry
                     .fresh_until
-                    .is_none_or(|until| codec::now_millis() < until);
-                if fresh {
+                    .map(|until| until.saturating_sub(codec::now_millis()));
+                if fresh_for != Some(0) {
+                    if let (Some((tier, ops)), Some((ttl, encoded_len))) = (&local, fill_local) {
+                        let ttl = fresh_for.map_or(ttl, |ms| ttl.min(Duration::from_millis(ms)));
+                        tier.insert(&key.key, &entry.value, ops, ttl, encoded_len);
+                    }
                     site.record_hit();
                     return (S::from_stored(entry.value), Outcome::Hit);
                 }
@@ -301,7 +333,7 @@ where
                 spawn_refresh::<S, R, Fut>(cache, site, key, body);
                 (S::from_stored(entry.value), Outcome::Stale)
             }
-            lookup => fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, None).await,
+            lookup => fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, local).await,
         }
     };
     Observe::new(call, observed)
@@ -471,7 +503,10 @@ where
     let result = body.await;
     let entry = entry_of::<S, R>(cache, site, &result);
     let local_fill = match &entry {
-        Entry::Ready { bytes, redis_ttl } => Some((*redis_ttl, bytes.len())),
+        // A local copy never outlives the value's freshness (`stale`).
+        Entry::Ready {
+            bytes, fresh_ttl, ..
+        } => Some((*fresh_ttl, bytes.len())),
         _ => None,
     };
     match share_and_store(cache, key, entry, flight, redis_failed).await {
@@ -500,10 +535,12 @@ enum Entry {
     /// Larger than `max_value_size` (logged): shared with the flight's
     /// followers, but not stored.
     TooLarge(Arc<[u8]>),
-    /// The encoded entry and its Redis TTL (`ttl` less jitter, plus `stale`).
+    /// The encoded entry, its Redis TTL (`ttl` less jitter, plus `stale`)
+    /// and how long its value is fresh (`ttl` less jitter).
     Ready {
         bytes: Arc<[u8]>,
         redis_ttl: Duration,
+        fresh_ttl: Duration,
     },
 }
 
@@ -532,6 +569,7 @@ fn entry_of<S: Shape<R>, R>(cache: &Cache, site: &CallSite, result: &R) -> Entry
         Some(bytes) => Entry::Ready {
             bytes: bytes.into(),
             redis_ttl: ttl + stale,
+            fresh_ttl: ttl,
         },
         None => Entry::Unencodable,
     }
@@ -565,7 +603,9 @@ async fn share_and_store(
             }
             StoreOutcome::NotStored
         }
-        Entry::Ready { bytes, redis_ttl } => {
+        Entry::Ready {
+            bytes, redis_ttl, ..
+        } => {
             // Followers get the entry now; the flight stays open until the
             // store is done, so that nobody arriving meanwhile misses and
             // runs the body again.
@@ -719,7 +759,10 @@ where
 {
     site.register();
     let result = body.await;
-    if let Entry::Ready { bytes, redis_ttl } = entry_of::<S, R>(cache, site, &result) {
+    if let Entry::Ready {
+        bytes, redis_ttl, ..
+    } = entry_of::<S, R>(cache, site, &result)
+    {
         if cache.store(&key, &bytes, redis_ttl, &tags).await.is_err() {
             site.record_error();
         }

@@ -7,7 +7,7 @@
 //!   without decoding).
 //! - **Bounded** by entries and bytes (moka, weighted by each entry's encoded
 //!   size), and by time: a local copy never outlives its Redis entry, nor
-//!   [`LocalTier::max_ttl`].
+//!   its value's freshness (with `stale`), nor [`LocalTier::max_ttl`].
 //! - **Decoded once**: the copy is the decoded value behind an `Arc`; a local
 //!   hit clones it.
 //! - **Coherent across processes**: every eviction and every write-through

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, LocalTier, Outcome, cache_put, redis_cached, track_outcome};
@@ -149,6 +150,37 @@ async fn the_local_tier_is_bounded_by_bytes() {
         tight <= 20,
         "64 KiB should keep about 8 entries, kept {tight}"
     );
+}
+
+#[redis_cached(key = "fresh:{id}", ttl = 1, stale = 60, local = true, cache = cache)]
+async fn local_stale(cache: Arc<Cache>, calls: Arc<Calls>, id: u32) -> usize {
+    calls.bump();
+    calls.get() * 100 + id as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_stale_a_local_copy_lives_only_while_the_value_is_fresh() {
+    let server = RedisServer::start();
+    let cache = Arc::new(local_cache(&server, LocalTier::new()).await);
+    let calls = Arc::new(Calls::default());
+    let call = || track_outcome(local_stale(cache.clone(), calls.clone(), 1));
+
+    assert_eq!(call().await, (101, Some(Outcome::Miss)));
+    assert_eq!(call().await, (101, Some(Outcome::Local)));
+    // Past `ttl`: the local copy is gone, and Redis serves the stale value
+    // while one refresh runs.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(call().await, (101, Some(Outcome::Stale)));
+    // The refreshed value comes from Redis once, then from the local tier.
+    let refreshed = eventually(Duration::from_secs(5), || async {
+        call().await == (201, Some(Outcome::Local))
+    })
+    .await;
+    assert!(
+        refreshed.is_some(),
+        "the refreshed value reached the local tier"
+    );
+    assert_eq!(calls.get(), 2, "one miss, one refresh");
 }
 
 #[cache_put(key = "local:{id}", ttl = 60, cache = cache)]
