@@ -716,6 +716,18 @@ where
     let span = tracing::debug_span!("redis_cached_refresh", function = site.name());
     runtime.spawn(
         async move {
+            // A caller whose stale read crossed the previous refresh's store
+            // gets here just after that refresh closed its flight: if the
+            // entry is fresh now, there is nothing to refresh.
+            if let Ok(Some(bytes)) = cache.send_get(&key.key).await
+                && let Ok(entry) = codec::decode::<S::Stored>(&bytes)
+                && entry
+                    .fresh_until
+                    .is_none_or(|until| codec::now_millis() < until)
+            {
+                flight.finish(FlightState::Done(Arc::from(bytes)));
+                return;
+            }
             let held = if site.options.lock {
                 match cache.try_lock(&key.key, cache.config().lock_lease).await {
                     LockAttempt::Acquired(lock) => Some(lock),
