@@ -220,7 +220,11 @@ where
             let (lookup, fill_local) = cache.lookup_for_local::<S::Stored>(&key.key).await;
             return match lookup {
                 Lookup::Hit(entry) => {
-                    if let Some((ttl, encoded_len)) = fill_local {
+                    // Not a value this process evicted while it was read:
+                    // the eviction has already dropped the local copy.
+                    if let Some((ttl, encoded_len)) = fill_local
+                        && !cache.flights().evicted_since(&key.key, key.epoch)
+                    {
                         tier.insert(&key.key, &entry.value, ops, ttl, encoded_len);
                     }
                     site.record_hit();
@@ -322,7 +326,9 @@ where
                     .fresh_until
                     .map(|until| until.saturating_sub(codec::now_millis()));
                 if fresh_for != Some(0) {
-                    if let (Some((tier, ops)), Some((ttl, encoded_len))) = (&local, fill_local) {
+                    if let (Some((tier, ops)), Some((ttl, encoded_len))) = (&local, fill_local)
+                        && !cache.flights().evicted_since(&key.key, key.epoch)
+                    {
                         let ttl = fresh_for.map_or(ttl, |ms| ttl.min(Duration::from_millis(ms)));
                         tier.insert(&key.key, &entry.value, ops, ttl, encoded_len);
                     }
@@ -340,22 +346,29 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A cached call's future: the call, polled inside its span, then its
-    /// outcome and latency recorded. A type of its own rather than an
-    /// `async` wrapper, which would hold the call's future twice.
+    /// A cached call's future: the call, polled (and, if cancelled, dropped)
+    /// inside its span, then its outcome and latency recorded. A type of its
+    /// own rather than an `async` wrapper, which would hold the call's future
+    /// twice.
+    ///
+    /// The call's key, epoch, span and start time are taken when this is
+    /// built: the generated code awaits it at once.
     pub struct Observe<F> {
         #[pin]
-        call: F,
-        // `None` once the call has finished.
-        observed: Option<Observed>,
+        call: tracing::instrument::Instrumented<F>,
+        site: &'static CallSite,
+        started: Instant,
+        finished: bool,
     }
 }
 
 impl<F> Observe<F> {
     fn new(call: F, observed: Observed) -> Self {
         Observe {
-            call,
-            observed: Some(observed),
+            call: call.instrument(observed.span),
+            site: observed.site,
+            started: observed.started,
+            finished: false,
         }
     }
 }
@@ -364,24 +377,26 @@ impl<R, F: Future<Output = (R, Outcome)>> Future for Observe<F> {
     type Output = R;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
-        let this = self.project();
-        let observed = this
-            .observed
-            .as_ref()
-            .expect("a cached call polled after it finished");
-        let entered = observed.span.enter();
-        let Poll::Ready((result, outcome)) = this.call.poll(cx) else {
+        let mut this = self.project();
+        assert!(!*this.finished, "a cached call polled after it finished");
+        let Poll::Ready((result, outcome)) = this.call.as_mut().poll(cx) else {
             return Poll::Pending;
         };
-        drop(entered);
-        if let Some(observed) = this.observed.take() {
-            observed.finish(outcome);
-        }
+        *this.finished = true;
+        let elapsed = this.started.elapsed();
+        this.site.record_latency(elapsed);
+        let _ = OUTCOME.try_with(|tracked| tracked.set(Some(outcome)));
+        let span = this.call.as_ref().get_ref().span();
+        span.record("outcome", outcome.as_str());
+        span.record(
+            "elapsed_us",
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        );
         Poll::Ready(result)
     }
 }
 
-/// One call's span, and what records its outcome and latency.
+/// A call's site, span and start, taken before its future is built.
 struct Observed {
     site: &'static CallSite,
     span: tracing::Span,
@@ -402,17 +417,6 @@ impl Observed {
             span,
             started: Instant::now(),
         }
-    }
-
-    fn finish(self, outcome: Outcome) {
-        let elapsed = self.started.elapsed();
-        self.site.record_latency(elapsed);
-        let _ = OUTCOME.try_with(|tracked| tracked.set(Some(outcome)));
-        self.span.record("outcome", outcome.as_str());
-        self.span.record(
-            "elapsed_us",
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        );
     }
 }
 
@@ -502,19 +506,21 @@ where
     }
     let result = body.await;
     let entry = entry_of::<S, R>(cache, site, &result);
+    // A local copy never outlives the value's freshness (`stale`), counted
+    // from when the value was encoded, not from when its store returned.
     let local_fill = match &entry {
-        // A local copy never outlives the value's freshness (`stale`).
         Entry::Ready {
-            bytes, fresh_ttl, ..
-        } => Some((*fresh_ttl, bytes.len())),
+            bytes, fresh_until, ..
+        } => Some((*fresh_until, bytes.len())),
         _ => None,
     };
     match share_and_store(cache, key, entry, flight, redis_failed).await {
         StoreOutcome::Failed => site.record_error(),
         StoreOutcome::Stored => {
-            if let (Some((tier, ops)), Some((ttl, encoded_len)), Some(stored)) =
+            if let (Some((tier, ops)), Some((fresh_until, encoded_len)), Some(stored)) =
                 (&local, local_fill, S::storable(&result))
             {
+                let ttl = fresh_until.saturating_duration_since(Instant::now());
                 tier.insert(&key.key, stored, ops, ttl, encoded_len);
             }
         }
@@ -536,11 +542,12 @@ enum Entry {
     /// followers, but not stored.
     TooLarge(Arc<[u8]>),
     /// The encoded entry, its Redis TTL (`ttl` less jitter, plus `stale`)
-    /// and how long its value is fresh (`ttl` less jitter).
+    /// and when its value stops being fresh (`ttl` less jitter after it was
+    /// encoded, when `exp` was written).
     Ready {
         bytes: Arc<[u8]>,
         redis_ttl: Duration,
-        fresh_ttl: Duration,
+        fresh_until: Instant,
     },
 }
 
@@ -569,7 +576,7 @@ fn entry_of<S: Shape<R>, R>(cache: &Cache, site: &CallSite, result: &R) -> Entry
         Some(bytes) => Entry::Ready {
             bytes: bytes.into(),
             redis_ttl: ttl + stale,
-            fresh_ttl: ttl,
+            fresh_until: Instant::now() + ttl,
         },
         None => Entry::Unencodable,
     }
@@ -718,9 +725,14 @@ where
         async move {
             // A caller whose stale read crossed the previous refresh's store
             // gets here just after that refresh closed its flight: if the
-            // entry is fresh now, there is nothing to refresh.
-            if let Ok(Some(bytes)) = cache.send_get(&key.key).await
-                && let Ok(entry) = codec::decode::<S::Stored>(&bytes)
+            // entry is fresh now, there is nothing to refresh. Only an entry
+            // that may be trusted (no eviction parked, none since the flight
+            // began) counts, since the flight's followers get it; and only
+            // its envelope is decoded.
+            if !cache.parked().any()
+                && let Ok(Some(bytes)) = cache.send_get(&key.key).await
+                && !flight.invalidated()
+                && let Ok(entry) = codec::decode::<serde::de::IgnoredAny>(&bytes)
                 && entry
                     .fresh_until
                     .is_none_or(|until| codec::now_millis() < until)
@@ -742,10 +754,12 @@ where
             let result = body.await;
             let entry = entry_of::<S, R>(&cache, site, &result);
             drop(result);
-            if let StoreOutcome::Failed =
-                share_and_store(&cache, &key, entry, Some(flight), false).await
-            {
-                site.record_error();
+            match share_and_store(&cache, &key, entry, Some(flight), false).await {
+                StoreOutcome::Failed => site.record_error(),
+                // Local copies elsewhere end with the old value's freshness
+                // anyway; the message spares them clock skew between hosts.
+                StoreOutcome::Stored => cache.announce(Change::Key(key.key)).await,
+                StoreOutcome::NotStored => {}
             }
             if let Some(lock) = held {
                 lock.release().await;
