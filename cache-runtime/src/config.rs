@@ -57,6 +57,9 @@ pub(crate) struct Config {
     /// The local tier, if the builder set one up (else it starts with its
     /// defaults at the first `local = true` call).
     pub(crate) local_tier: Option<crate::local::LocalTier>,
+    /// Drive the connection on the runtime that built the cache rather than
+    /// on the cache's own I/O thread.
+    pub(crate) connection_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Config {
@@ -128,6 +131,7 @@ pub struct CacheBuilder {
     tls_root_ca: Option<Vec<u8>>,
     cluster_urls: Option<Vec<String>>,
     local_tier: Option<crate::local::LocalTier>,
+    on_current_runtime: bool,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -256,6 +260,22 @@ impl CacheBuilder {
         self
     }
 
+    /// Drives the cache's connection on the Tokio runtime that calls
+    /// [`build`](Self::build), instead of on the cache's own I/O thread.
+    ///
+    /// A Redis hit then needs no wake-up across threads, which takes a few
+    /// microseconds off each one (`BENCHMARKS.md`). For an application with
+    /// one multi-threaded runtime that lives as long as the cache. Where
+    /// several runtimes share a cache (Actix-web runs one per worker,
+    /// `#[tokio::test]` one per test), keep the default: the connection
+    /// stops with the runtime that drives it, and every call then runs its
+    /// body uncached until the deadline says so. `build` fails outside a
+    /// runtime.
+    pub fn connection_on_current_runtime(mut self, on_current: bool) -> Self {
+        self.on_current_runtime = on_current;
+        self
+    }
+
     /// Validates the configuration and creates the cache. It connects in the
     /// background: this returns at once, and never fails because Redis is down.
     pub fn build(self) -> Result<crate::Cache, ConfigError> {
@@ -331,6 +351,12 @@ impl CacheBuilder {
             tls_root_ca: self.tls_root_ca,
             cluster_urls,
             local_tier: self.local_tier,
+            connection_runtime: match self.on_current_runtime {
+                false => None,
+                true => Some(
+                    tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?,
+                ),
+            },
         })
     }
 }

@@ -132,7 +132,11 @@ impl Connection {
             incidents: Incidents::new(config.log_interval),
             last_connect_error: Default::default(),
         });
-        let stop = match io_runtime() {
+        let runtime = match &config.connection_runtime {
+            Some(current) => Ok(current),
+            None => io_runtime(),
+        };
+        let stop = match runtime {
             Ok(io) => {
                 let (stop_tx, stop_rx) = oneshot::channel();
                 io.spawn(supervise(
