@@ -13,6 +13,9 @@
 //!   on a connection driven from a thread of its own, as our cache's is, to
 //!   tell what the macro costs apart from what that placement changes.
 //! - `redis_cached`: our macro.
+//! - `redis_cached, connection on the caller's runtime` (hits only): the
+//!   same on a cache built with `connection_on_current_runtime(true)`, the
+//!   placement of the baseline's connection.
 //! - `cached`: the `cached` crate (4.1), `#[concurrent_cached(redis = true)]`,
 //!   whose store for an `async fn` is `AsyncRedisCache`. It encodes values
 //!   with MessagePack, not JSON, so it moves and decodes other bytes.
@@ -320,6 +323,8 @@ enum Case {
     /// Allocation table only (hits only): see [`hand_written_lean`].
     HandWrittenLean,
     RedisCached,
+    /// Ours, the connection driven on the benchmark's runtime. Hits only.
+    RedisCachedCallerRuntime,
     Cached,
     /// `local = true`, the value cloned on each hit.
     LocalTier,
@@ -334,6 +339,7 @@ impl Case {
             Case::HandWrittenOwnThread => "hand-written, connection on its own thread",
             Case::HandWrittenLean => "hand-written, lean (send_packed_command)",
             Case::RedisCached => "#[redis_cached]",
+            Case::RedisCachedCallerRuntime => "#[redis_cached], connection on the caller's runtime",
             Case::Cached => "cached 4.1 #[concurrent_cached(redis = true)]",
             Case::LocalTier => "#[redis_cached(local = true)]",
             Case::LocalTierArc => "#[redis_cached(local = true)] -> Arc<_>",
@@ -342,10 +348,11 @@ impl Case {
 }
 
 /// The cases timed on each path, the baseline first.
-const HIT_CASES: [Case; 6] = [
+const HIT_CASES: [Case; 7] = [
     Case::HandWritten,
     Case::HandWrittenOwnThread,
     Case::RedisCached,
+    Case::RedisCachedCallerRuntime,
     Case::Cached,
     Case::LocalTier,
     Case::LocalTierArc,
@@ -385,6 +392,8 @@ static FRESH_ID: AtomicI64 = AtomicI64::new(1_000_000);
 
 struct Ctx {
     cache: Cache,
+    /// The same server, its connection driven on the benchmark's runtime.
+    cache_here: Cache,
     /// Driven by a task on the benchmark's runtime, as redis-rs does by default.
     conn: MultiplexedConnection,
     /// Driven by a task on a runtime of its own, on its own thread.
@@ -456,6 +465,12 @@ async fn call(ctx: &'static Ctx, case: Case, size: Size, path: Path) {
         }
         (Case::RedisCached, Size::Large) => {
             black_box(large(&ctx.cache, id).await);
+        }
+        (Case::RedisCachedCallerRuntime, Size::Small) => {
+            black_box(small(&ctx.cache_here, id).await);
+        }
+        (Case::RedisCachedCallerRuntime, Size::Large) => {
+            black_box(large(&ctx.cache_here, id).await);
         }
         (Case::Cached, Size::Small) => {
             black_box(cached_small(id).await.unwrap());
@@ -714,6 +729,7 @@ async fn allocation_table(ctx: &'static Ctx, plan: &Plan) -> Vec<((Case, Size, P
         (Path::Hit, Case::HandWrittenOwnThread),
         (Path::Hit, Case::HandWrittenLean),
         (Path::Hit, Case::RedisCached),
+        (Path::Hit, Case::RedisCachedCallerRuntime),
         (Path::Hit, Case::Cached),
         (Path::Hit, Case::LocalTier),
         (Path::Hit, Case::LocalTierArc),
@@ -852,11 +868,12 @@ fn main() {
             Some("own-thread") => Case::HandWrittenOwnThread,
             Some("lean") => Case::HandWrittenLean,
             Some("redis_cached") => Case::RedisCached,
+            Some("caller-runtime") => Case::RedisCachedCallerRuntime,
             Some("cached") => Case::Cached,
             Some("local") => Case::LocalTier,
             Some("local-arc") => Case::LocalTierArc,
             _ => panic!(
-                "--profile takes hand-written, own-thread, lean, redis_cached, cached, local or local-arc, then a number of calls"
+                "--profile takes hand-written, own-thread, lean, redis_cached, caller-runtime, cached, local or local-arc, then a number of calls"
             ),
         };
         let calls = args
@@ -925,6 +942,11 @@ async fn run(server: &RedisServer, plan: &Plan, mode: Mode) {
         cache: server
             .cache_builder()
             .local_tier(LocalTier::new().max_ttl(Duration::from_secs(TTL_SECS)))
+            .build()
+            .expect("a cache"),
+        cache_here: server
+            .cache_builder()
+            .connection_on_current_runtime(true)
             .build()
             .expect("a cache"),
         conn,
@@ -1088,6 +1110,14 @@ async fn run(server: &RedisServer, plan: &Plan, mode: Mode) {
                 verdict(latency <= 1.05),
                 verdict(cost <= 1.05)
             );
+            let here = rounds(Case::RedisCachedCallerRuntime);
+            let latency = median(per_round(here, base, latency_ratio));
+            let cost = median(per_round(here, base, cost_ratio));
+            timing.push_str(&format!(
+                "with the connection on the caller's runtime {latency:.2}× ({}), {cost:.2}× ({}); ",
+                verdict(latency <= 1.05),
+                verdict(cost <= 1.05)
+            ));
             // How many times faster than our Redis hit, per round.
             for case in [Case::LocalTier, Case::LocalTierArc] {
                 let speedup = median(per_round(ours, rounds(case), latency_ratio));
