@@ -327,16 +327,21 @@ impl Cache {
             },
             Ok(None) => Lookup::Miss,
             Err(error) => {
-                self.incidents().warn(Incident::Lookup, || {
-                    format!(
-                        "cache lookup failed, running the function uncached: {} (Redis at {})",
-                        self.scrub(&error),
-                        self.inner.connection.shared.redacted_url
-                    )
-                });
+                self.warn_lookup_failed(&error);
                 Lookup::Failed
             }
         }
+    }
+
+    /// Logs (rate-limited, password scrubbed) a lookup that Redis failed.
+    fn warn_lookup_failed(&self, error: &CacheError) {
+        self.incidents().warn(Incident::Lookup, || {
+            format!(
+                "cache lookup failed, running the function uncached: {} (Redis at {})",
+                self.scrub(error),
+                self.inner.connection.shared.redacted_url
+            )
+        });
     }
 
     /// [`Cache::lookup`] for a function with a local tier: also asks for the
@@ -354,13 +359,7 @@ impl Cache {
         let replies = match self.inner.connection.send_pipeline(&pipeline).await {
             Ok(replies) => replies,
             Err(error) => {
-                self.incidents().warn(Incident::Lookup, || {
-                    format!(
-                        "cache lookup failed, running the function uncached: {} (Redis at {})",
-                        self.scrub(&error),
-                        self.inner.connection.shared.redacted_url
-                    )
-                });
+                self.warn_lookup_failed(&error);
                 return (Lookup::Failed, None);
             }
         };

@@ -209,38 +209,31 @@ where
     let observed = Observed::start(site);
     let started = observed.started;
     let call = async move {
-        if let Some((tier, ops)) = &local {
-            // The call's start stands for "now": one clock read fewer on
-            // the fastest path, for a copy that expired at most a few
-            // nanoseconds ago.
-            if let Some(value) = tier.get(&key.key, ops, started) {
-                site.record_local_hit();
-                return (S::from_stored(value), Outcome::Local);
-            }
-            let (lookup, fill_local) = cache.lookup_for_local::<S::Stored>(&key.key).await;
-            return match lookup {
-                Lookup::Hit(entry) => {
-                    // Not a value this process evicted while it was read:
-                    // the eviction has already dropped the local copy.
-                    if let Some((ttl, encoded_len)) = fill_local
-                        && !cache.flights().evicted_since(&key.key, key.epoch)
-                    {
-                        tier.insert(&key.key, &entry.value, ops, ttl, encoded_len);
-                    }
-                    site.record_hit();
-                    (S::from_stored(entry.value), Outcome::Hit)
-                }
-                lookup => fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, local).await,
+        if let Some(value) = local_hit(&key, &local, started) {
+            site.record_local_hit();
+            return (S::from_stored(value), Outcome::Local);
+        }
+        // With a local tier, the lookup also reads what filling it needs
+        // (the entry's remaining TTL, its encoded size), in the same round
+        // trip. Not in a helper `async fn`, whose frame every call would copy.
+        // Scoped, so that what is only needed on a hit does not take room in
+        // the state kept across the miss path's `.await`.
+        let lookup = {
+            let (lookup, fill_local) = match local {
+                Some(_) => cache.lookup_for_local::<S::Stored>(&key.key).await,
+                None => (cache.lookup::<S::Stored>(&key.key).await, None),
             };
-        }
-        match cache.lookup::<S::Stored>(&key.key).await {
-            // Without `stale`, entries carry no freshness: every hit is fresh.
-            Lookup::Hit(entry) => {
-                site.record_hit();
-                (S::from_stored(entry.value), Outcome::Hit)
+            match lookup {
+                // Without `stale`, entries carry no freshness: every hit is fresh.
+                Lookup::Hit(entry) => {
+                    keep_local_copy(cache, &key, &local, fill_local, &entry.value);
+                    site.record_hit();
+                    return (S::from_stored(entry.value), Outcome::Hit);
+                }
+                lookup => lookup,
             }
-            lookup => fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, None).await,
-        }
+        };
+        fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, local).await
     };
     Observe::new(call, observed)
 }
@@ -282,6 +275,31 @@ fn local_tier_for<'a, T>(
         .and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)))
 }
 
+/// The local tier's copy of the entry, unless there is none or it had
+/// expired by `now`. The call's start stands for "now": one clock read fewer
+/// on the fastest path, for a copy that expired at most a few nanoseconds ago.
+fn local_hit<T>(key: &EntryKey, local: &LocalFill<'_, T>, now: Instant) -> Option<T> {
+    let (tier, ops) = local.as_ref()?;
+    tier.get(&key.key, ops, now)
+}
+
+/// Keeps a copy of a value read from Redis in the local tier, for at most
+/// `fill`'s TTL; not one that this process evicted while it was read (the
+/// eviction has already dropped the local copy).
+fn keep_local_copy<T>(
+    cache: &Cache,
+    key: &EntryKey,
+    local: &LocalFill<'_, T>,
+    fill: Option<(Duration, usize)>,
+    value: &T,
+) {
+    if let (Some((tier, ops)), Some((ttl, encoded_len))) = (local, fill)
+        && !cache.flights().evicted_since(&key.key, key.epoch)
+    {
+        tier.insert(&key.key, value, ops, ttl, encoded_len);
+    }
+}
+
 /// [`cached_call`] for functions with `stale = …`: a stale entry is returned
 /// at once while the body runs in the background, which is why the body must
 /// be `Send + 'static` here.
@@ -308,39 +326,41 @@ where
     let observed = Observed::start(site);
     let started = observed.started;
     let call = async move {
-        if let Some((tier, ops)) = &local
-            && let Some(value) = tier.get(&key.key, ops, started)
-        {
+        if let Some(value) = local_hit(&key, &local, started) {
             site.record_local_hit();
             return (S::from_stored(value), Outcome::Local);
         }
-        let (lookup, fill_local) = match local {
-            Some(_) => cache.lookup_for_local::<S::Stored>(&key.key).await,
-            None => (cache.lookup::<S::Stored>(&key.key).await, None),
-        };
-        match lookup {
-            Lookup::Hit(entry) => {
-                // How much longer the value is fresh; `None`: always (an
-                // entry stored without `stale`).
-                let fresh_for = entry
-                    .fresh_until
-                    .map(|until| until.saturating_sub(codec::now_millis()));
-                if fresh_for != Some(0) {
-                    if let (Some((tier, ops)), Some((ttl, encoded_len))) = (&local, fill_local)
-                        && !cache.flights().evicted_since(&key.key, key.epoch)
-                    {
-                        let ttl = fresh_for.map_or(ttl, |ms| ttl.min(Duration::from_millis(ms)));
-                        tier.insert(&key.key, &entry.value, ops, ttl, encoded_len);
+        // As in `cached_call`: the lookup reads what filling the local tier
+        // needs, scoped away from the miss path's state.
+        let lookup = {
+            let (lookup, fill_local) = match local {
+                Some(_) => cache.lookup_for_local::<S::Stored>(&key.key).await,
+                None => (cache.lookup::<S::Stored>(&key.key).await, None),
+            };
+            match lookup {
+                Lookup::Hit(entry) => {
+                    // How much longer the value is fresh; `None`: always (an
+                    // entry stored without `stale`).
+                    let fresh_for = entry
+                        .fresh_until
+                        .map(|until| until.saturating_sub(codec::now_millis()));
+                    if fresh_for == Some(0) {
+                        site.record_stale_hit();
+                        spawn_refresh::<S, R, Fut>(cache, site, key, body);
+                        return (S::from_stored(entry.value), Outcome::Stale);
                     }
+                    let fill_local = fill_local.map(|(ttl, encoded_len)| {
+                        let fresh = fresh_for.map_or(ttl, Duration::from_millis);
+                        (ttl.min(fresh), encoded_len)
+                    });
+                    keep_local_copy(cache, &key, &local, fill_local, &entry.value);
                     site.record_hit();
                     return (S::from_stored(entry.value), Outcome::Hit);
                 }
-                site.record_stale_hit();
-                spawn_refresh::<S, R, Fut>(cache, site, key, body);
-                (S::from_stored(entry.value), Outcome::Stale)
+                lookup => lookup,
             }
-            lookup => fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, local).await,
-        }
+        };
+        fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, local).await
     };
     Observe::new(call, observed)
 }
