@@ -57,9 +57,28 @@ pub(crate) struct Config {
     /// The local tier, if the builder set one up (else it starts with its
     /// defaults at the first `local = true` call).
     pub(crate) local_tier: Option<crate::local::LocalTier>,
-    /// Drive the connection on the runtime that built the cache rather than
-    /// on the cache's own I/O thread.
-    pub(crate) connection_runtime: Option<tokio::runtime::Handle>,
+    /// Where connections are driven.
+    pub(crate) connection_placement: ConnectionPlacement,
+}
+
+/// Where the cache's connections to Redis are driven
+/// ([`CacheBuilder::connection_placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConnectionPlacement {
+    /// One connection per Tokio runtime that calls, driven by a task on that
+    /// runtime (the default). A hit then needs no wake-up of another thread,
+    /// as with a redis-rs connection written by hand, and a runtime that
+    /// stalls or ends takes only its own connection with it. Actix-web's
+    /// workers (a runtime each) thus have a connection each.
+    #[default]
+    PerRuntime,
+    /// One connection for the whole cache, driven by the cache's own thread.
+    /// Every call crosses to that thread and back (a few microseconds per
+    /// hit on loopback); in exchange, however many runtimes call, Redis sees
+    /// one connection, and replies are read off the socket beside the
+    /// callers' threads rather than on them.
+    IoThread,
 }
 
 impl Config {
@@ -131,7 +150,7 @@ pub struct CacheBuilder {
     tls_root_ca: Option<Vec<u8>>,
     cluster_urls: Option<Vec<String>>,
     local_tier: Option<crate::local::LocalTier>,
-    on_current_runtime: bool,
+    connection_placement: ConnectionPlacement,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -260,19 +279,11 @@ impl CacheBuilder {
         self
     }
 
-    /// Drives the cache's connection on the Tokio runtime that calls
-    /// [`build`](Self::build), instead of on the cache's own I/O thread.
-    ///
-    /// A Redis hit then needs no wake-up across threads, which takes a few
-    /// microseconds off each one (`BENCHMARKS.md`). For an application with
-    /// one multi-threaded runtime that lives as long as the cache. Where
-    /// several runtimes share a cache (Actix-web runs one per worker,
-    /// `#[tokio::test]` one per test), keep the default: the connection
-    /// stops with the runtime that drives it, and every call then runs its
-    /// body uncached until the deadline says so. `build` fails outside a
-    /// runtime.
-    pub fn connection_on_current_runtime(mut self, on_current: bool) -> Self {
-        self.on_current_runtime = on_current;
+    /// Where the connections to Redis are driven. Default:
+    /// [`ConnectionPlacement::PerRuntime`], one connection per runtime that
+    /// calls; [`ConnectionPlacement::IoThread`] for one connection in all.
+    pub fn connection_placement(mut self, placement: ConnectionPlacement) -> Self {
+        self.connection_placement = placement;
         self
     }
 
@@ -351,12 +362,7 @@ impl CacheBuilder {
             tls_root_ca: self.tls_root_ca,
             cluster_urls,
             local_tier: self.local_tier,
-            connection_runtime: match self.on_current_runtime {
-                false => None,
-                true => Some(
-                    tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?,
-                ),
-            },
+            connection_placement: self.connection_placement,
         })
     }
 }

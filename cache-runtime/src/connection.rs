@@ -1,34 +1,50 @@
-//! The connection to Redis: one multiplexed connection, supervised.
+//! The connection to Redis: one multiplexed connection per Tokio runtime
+//! that calls, each supervised.
 //!
 //! Why not redis-rs's `ConnectionManager`: it spawns its connection and its
-//! reconnections on whichever Tokio runtime the caller happens to be on. When
-//! that runtime ends (every `#[tokio::test]` has its own), the connection dies
-//! with it, and its default retry policy stalls callers for seconds while the
-//! server is down. Instead:
+//! reconnections on whichever Tokio runtime the caller happens to be on, and
+//! every caller shares it. When that runtime ends (every `#[tokio::test]` has
+//! its own), the connection dies with it for every other runtime too, and its
+//! default retry policy stalls callers for seconds while the server is down.
+//! Instead:
 //!
-//! - Connections are made on a small runtime of our own, on a dedicated
-//!   thread that lives as long as the process, so the task that drives a
-//!   connection never depends on a caller's runtime. Callers on any runtime
-//!   talk to it through the connection's channel.
+//! - Each runtime that calls gets a connection of its own, driven by a task
+//!   on that runtime (a *lane*). A hit then needs no wake-up of another
+//!   thread: the caller, the connection's task and the reply stay on the
+//!   caller's runtime, as with a hand-written redis-rs connection. A runtime
+//!   that stalls or ends takes only its own lane with it; when it ends, its
+//!   lane's task is dropped, which closes the connection and forgets the
+//!   lane. Actix-web's workers (one single-threaded runtime each) thus each
+//!   have one connection. `ConnectionPlacement::IoThread` instead keeps one
+//!   connection for the whole cache, on a thread of its own.
+//! - A runtime that cannot drive a connection (its lane's task panicked, say
+//!   because the runtime has no I/O driver) is served by the I/O thread's
+//!   lane, a small runtime of our own on a dedicated thread that lives as
+//!   long as the process.
 //! - A call never waits for a reconnection. After a connection-level failure
-//!   (I/O error, closed connection, deadline passed) the connection is marked
-//!   down and every call skips Redis at once, a circuit breaker, while a
-//!   supervisor task reconnects with a capped exponential backoff, and puts
-//!   the new connection in place when it answers PING.
-//! - The very first calls wait, within the deadline, for the first connection
-//!   attempt, so that a program's first call can already use the cache.
+//!   (I/O error, closed connection, deadline passed) the lane is marked down
+//!   and its calls skip Redis at once, a circuit breaker, while its
+//!   supervisor reconnects with a capped exponential backoff, and puts the
+//!   new connection in place when it answers PING.
+//! - The very first calls of a lane wait, within the deadline, for its first
+//!   connection attempt, so that a program's first call can already use the
+//!   cache.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, Value};
-use tokio::sync::{Notify, oneshot};
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, watch};
 
-use crate::config::{Config, redact_url};
+use crate::config::{Config, ConnectionPlacement, redact_url};
 use crate::error::CacheError;
 use crate::incident::{Incident, Incidents};
 
@@ -90,14 +106,12 @@ enum State {
     Down,
     /// The cache cannot work at all (bad URL, no I/O thread).
     Disabled,
+    /// The lane's supervisor is gone: its runtime shut down, or it panicked.
+    Abandoned,
 }
 
+/// What every lane of a connection shares.
 pub(crate) struct Shared {
-    state: RwLock<State>,
-    /// Notified when the state leaves `Connecting`.
-    settled: Notify,
-    /// Notified when a call sees the connection fail.
-    wake_supervisor: Notify,
     pub(crate) redacted_url: String,
     /// The URL's password, to scrub from error messages should a server or a
     /// library ever echo it.
@@ -105,15 +119,41 @@ pub(crate) struct Shared {
     pub(crate) incidents: Incidents,
     /// Why the last connection attempt failed, while it is not connected.
     last_connect_error: std::sync::Mutex<Option<String>>,
+    /// `None` for a connection that never connects.
+    server: Option<Server>,
+    connect_timeout: Duration,
+    max_backoff: Duration,
 }
 
-/// Owns the supervisor: when the last `Cache` handle drops, so does this,
-/// and the supervisor stops and closes the connection.
+/// One connection and its supervisor, driven on one runtime.
+struct Lane {
+    state: RwLock<State>,
+    /// Set with `State::Abandoned`, and never cleared: read by every call
+    /// without taking the state's lock.
+    abandoned: AtomicBool,
+    /// Notified when the state leaves `Connecting`.
+    settled: Notify,
+    /// Notified when a call sees the connection fail.
+    wake_supervisor: Notify,
+}
+
+/// The lanes of the runtimes that called, by runtime.
+type Lanes = RwLock<HashMap<tokio::runtime::Id, Arc<Lane>>>;
+
+/// Owns the supervisors: when the last `Cache` handle drops, so does this,
+/// and every supervisor stops and closes its connection.
 pub(crate) struct Connection {
     pub(crate) shared: Arc<Shared>,
+    placement: ConnectionPlacement,
+    lanes: Arc<Lanes>,
+    /// The lane on the cache's I/O thread: every call's with
+    /// `ConnectionPlacement::IoThread`, else the fallback of a runtime whose
+    /// own lane could not run.
+    io_lane: OnceLock<Arc<Lane>>,
     deadline: Duration,
     cluster: bool,
-    _stop_supervisor: Option<oneshot::Sender<()>>,
+    /// Dropped with the connection; every supervisor then stops.
+    stop_supervisors: watch::Sender<()>,
 }
 
 impl Connection {
@@ -124,69 +164,79 @@ impl Connection {
             reason: e.to_string(),
         })?;
         let shared = Arc::new(Shared {
-            state: RwLock::new(State::Connecting),
-            settled: Notify::new(),
-            wake_supervisor: Notify::new(),
             redacted_url,
             password: crate::config::url_password(&config.url).map(str::to_owned),
             incidents: Incidents::new(config.log_interval),
             last_connect_error: Default::default(),
+            server: Some(server),
+            connect_timeout: config.connect_timeout,
+            max_backoff: config.max_reconnect_backoff,
         });
-        let runtime = match &config.connection_runtime {
-            Some(current) => Ok(current),
-            None => io_runtime(),
-        };
-        let stop = match runtime {
-            Ok(io) => {
-                let (stop_tx, stop_rx) = oneshot::channel();
-                io.spawn(supervise(
-                    shared.clone(),
-                    server,
-                    config.connect_timeout,
-                    config.max_reconnect_backoff,
-                    stop_rx,
-                ));
-                Some(stop_tx)
-            }
-            Err(reason) => {
-                shared.set_state(State::Disabled);
-                tracing::error!(
-                    target: "cache_runtime",
-                    "caching is disabled: cannot start the cache's I/O thread: {reason}"
-                );
-                None
-            }
-        };
-        Ok(Connection {
+        let connection = Connection {
             shared,
+            placement: config.connection_placement,
+            lanes: Default::default(),
+            io_lane: OnceLock::new(),
             deadline: config.deadline,
             cluster: !config.cluster_urls.is_empty(),
-            _stop_supervisor: stop,
-        })
+            stop_supervisors: watch::channel(()).0,
+        };
+        // Start connecting now, where the first calls will most likely come
+        // from, so that they find the connection ready. Built outside a
+        // runtime, a cache connects only when a runtime calls.
+        match (connection.placement, Handle::try_current()) {
+            (ConnectionPlacement::PerRuntime, Ok(runtime)) => {
+                connection.runtime_lane(&runtime);
+            }
+            (ConnectionPlacement::PerRuntime, Err(_)) => {}
+            (ConnectionPlacement::IoThread, _) => {
+                connection.io_lane();
+            }
+        }
+        Ok(connection)
     }
 
     /// A connection that never connects: every call runs uncached.
     pub(crate) fn disabled(config: &Config) -> Self {
         let shared = Arc::new(Shared {
-            state: RwLock::new(State::Disabled),
-            settled: Notify::new(),
-            wake_supervisor: Notify::new(),
             redacted_url: redact_url(&config.url),
             password: None,
             incidents: Incidents::new(config.log_interval),
             last_connect_error: Default::default(),
+            server: None,
+            connect_timeout: config.connect_timeout,
+            max_backoff: config.max_reconnect_backoff,
         });
         Connection {
             shared,
+            placement: ConnectionPlacement::IoThread,
+            lanes: Default::default(),
+            io_lane: OnceLock::from(Arc::new(Lane::new(State::Disabled))),
             deadline: config.deadline,
             cluster: false,
-            _stop_supervisor: None,
+            stop_supervisors: watch::channel(()).0,
         }
     }
 
-    /// Whether a connection is up right now.
+    /// Whether the calling runtime's connection is up right now (outside a
+    /// runtime, or before this runtime has called: whether any is).
     pub(crate) fn is_connected(&self) -> bool {
-        matches!(*self.shared.read_state(), State::Up { .. })
+        let own = match (self.placement, Handle::try_current()) {
+            (ConnectionPlacement::PerRuntime, Ok(runtime)) => {
+                read(&self.lanes).get(&runtime.id()).cloned()
+            }
+            _ => self.io_lane.get().cloned(),
+        };
+        match own {
+            Some(lane) if !lane.is_abandoned() => lane.is_up(),
+            _ => {
+                let lanes = read(&self.lanes);
+                lanes
+                    .values()
+                    .chain(self.io_lane.get())
+                    .any(|lane| lane.is_up())
+            }
+        }
     }
 
     /// Why the last connection attempt failed, if the cache is not connected.
@@ -195,6 +245,82 @@ impl Connection {
             .last_connect_error
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The lane this call goes through.
+    fn lane(&self) -> Arc<Lane> {
+        if self.placement == ConnectionPlacement::PerRuntime
+            && let Ok(runtime) = Handle::try_current()
+        {
+            let lane = self.runtime_lane(&runtime);
+            if !lane.is_abandoned() {
+                return lane;
+            }
+        }
+        self.io_lane()
+    }
+
+    /// The calling runtime's lane, started on first use.
+    fn runtime_lane(&self, runtime: &Handle) -> Arc<Lane> {
+        let id = runtime.id();
+        if let Some(lane) = read(&self.lanes).get(&id) {
+            return lane.clone();
+        }
+        let lane = {
+            let mut lanes = write(&self.lanes);
+            if let Some(lane) = lanes.get(&id) {
+                return lane.clone();
+            }
+            let lane = Arc::new(Lane::new(State::Connecting));
+            lanes.insert(id, lane.clone());
+            lane
+        };
+        // Spawned outside the lock: on a runtime that is shutting down, the
+        // task is dropped at once, and its guard takes the lock to forget
+        // the lane.
+        let guard = LaneGuard {
+            lane: lane.clone(),
+            forget_from: Some((Arc::downgrade(&self.lanes), id)),
+        };
+        runtime.spawn(supervise(
+            self.shared.clone(),
+            guard,
+            self.stop_supervisors.subscribe(),
+        ));
+        lane
+    }
+
+    /// The lane on the cache's I/O thread, started on first use.
+    fn io_lane(&self) -> Arc<Lane> {
+        self.io_lane
+            .get_or_init(|| {
+                if self.shared.server.is_none() {
+                    return Arc::new(Lane::new(State::Disabled));
+                }
+                match io_runtime() {
+                    Ok(io) => {
+                        let lane = Arc::new(Lane::new(State::Connecting));
+                        let guard = LaneGuard {
+                            lane: lane.clone(),
+                            forget_from: None,
+                        };
+                        io.spawn(supervise(
+                            self.shared.clone(),
+                            guard,
+                            self.stop_supervisors.subscribe(),
+                        ));
+                        lane
+                    }
+                    Err(reason) => {
+                        tracing::error!(
+                            target: "cache_runtime",
+                            "caching is disabled: cannot start the cache's I/O thread: {reason}"
+                        );
+                        Arc::new(Lane::new(State::Disabled))
+                    }
+                }
+            })
             .clone()
     }
 
@@ -219,9 +345,10 @@ impl Connection {
     }
 
     async fn request(&self, request: Request<'_>) -> Result<Value, CacheError> {
+        let lane = self.lane();
         let mut generation_used = None;
         let attempt = tokio::time::timeout(self.deadline, async {
-            let (generation, mut connection) = self.acquire().await?;
+            let (generation, mut connection) = lane.acquire().await?;
             generation_used = Some(generation);
             match request {
                 Request::One(cmd) => connection.send(cmd).await,
@@ -242,7 +369,7 @@ impl Connection {
                 if let Some(generation) = breaker
                     && is_connection_failure(&error)
                 {
-                    self.shared.mark_down(generation);
+                    lane.mark_down(generation);
                 }
                 Err(CacheError::Redis(error))
             }
@@ -250,7 +377,7 @@ impl Connection {
             Err(_elapsed) => {
                 // A stalled server: stop sending to it until it answers again.
                 if let Some(generation) = breaker {
-                    self.shared.mark_down(generation);
+                    lane.mark_down(generation);
                 }
                 Err(CacheError::Timeout(self.deadline))
             }
@@ -270,8 +397,9 @@ impl Connection {
         host: &str,
         port: u16,
     ) -> Result<Value, CacheError> {
+        let lane = self.lane();
         tokio::time::timeout(self.deadline, async {
-            let (_, connection) = self.acquire().await?;
+            let (_, connection) = lane.acquire().await?;
             let RedisConnection::Cluster(mut cluster) = connection else {
                 return Err(CacheError::Unavailable);
             };
@@ -287,6 +415,36 @@ impl Connection {
         .await
         .unwrap_or(Err(CacheError::Timeout(self.deadline)))
     }
+}
+
+// Every write to the lanes is a single insert or removal, so a panic cannot
+// leave the map half-written: poisoning is harmless.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Lane {
+    fn new(state: State) -> Self {
+        Lane {
+            abandoned: AtomicBool::new(matches!(state, State::Abandoned)),
+            state: RwLock::new(state),
+            settled: Notify::new(),
+            wake_supervisor: Notify::new(),
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        matches!(*self.read_state(), State::Up { .. })
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
+    }
 
     /// The current connection, waiting (within the caller's deadline) only
     /// while the first connection attempt is in flight.
@@ -296,7 +454,7 @@ impl Connection {
             return ready;
         }
         loop {
-            let settled = self.shared.settled.notified();
+            let settled = self.settled.notified();
             tokio::pin!(settled);
             // Register before reading the state again, so a change between
             // the read and the wait cannot be missed.
@@ -310,23 +468,13 @@ impl Connection {
 
     /// The connection, or why there is none; `None` while connecting.
     fn ready(&self) -> Option<Result<(u64, RedisConnection), CacheError>> {
-        match &*self.shared.read_state() {
+        match &*self.read_state() {
             State::Up {
                 generation,
                 connection,
             } => Some(Ok((*generation, connection.clone()))),
-            State::Down | State::Disabled => Some(Err(CacheError::Unavailable)),
+            State::Down | State::Disabled | State::Abandoned => Some(Err(CacheError::Unavailable)),
             State::Connecting => None,
-        }
-    }
-}
-
-impl Shared {
-    /// `message` without the URL's password.
-    pub(crate) fn scrub(&self, message: &str) -> String {
-        match &self.password {
-            Some(password) => message.replace(password.as_str(), "***"),
-            None => message.to_owned(),
         }
     }
 
@@ -372,6 +520,45 @@ impl Shared {
     }
 }
 
+/// Travels with a lane's supervisor. When the supervisor's future is
+/// dropped (its runtime shut down, the cache was dropped, or it panicked),
+/// the lane is marked abandoned, which also drops its connection, and a
+/// runtime's lane is forgotten, unless the supervisor panicked: its runtime
+/// then keeps the abandoned lane, so that its calls go to the I/O thread's
+/// lane instead of starting (and panicking) again.
+struct LaneGuard {
+    lane: Arc<Lane>,
+    forget_from: Option<(Weak<Lanes>, tokio::runtime::Id)>,
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        self.lane.abandoned.store(true, Ordering::Release);
+        self.lane.set_state(State::Abandoned);
+        if let Some((lanes, id)) = &self.forget_from
+            && let Some(lanes) = lanes.upgrade()
+        {
+            let mut lanes = write(&lanes);
+            if lanes
+                .get(id)
+                .is_some_and(|lane| Arc::ptr_eq(lane, &self.lane))
+            {
+                lanes.remove(id);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// `message` without the URL's password.
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        match &self.password {
+            Some(password) => message.replace(password.as_str(), "***"),
+            None => message.to_owned(),
+        }
+    }
+}
+
 /// Errors that mean the connection itself is broken, not just this command.
 fn is_connection_failure(error: &RedisError) -> bool {
     error.is_unrecoverable_error()
@@ -380,24 +567,39 @@ fn is_connection_failure(error: &RedisError) -> bool {
         || error.is_timeout()
 }
 
-/// Connects, then keeps reconnecting whenever the connection fails, until
-/// the `Cache` is dropped.
-async fn supervise(
-    shared: Arc<Shared>,
-    server: Server,
-    connect_timeout: Duration,
-    max_backoff: Duration,
-    mut stop: oneshot::Receiver<()>,
-) {
+/// Drives one lane until its cache or its runtime goes away: connects, then
+/// keeps reconnecting whenever the connection fails. A panic (a runtime
+/// without an I/O driver panics at the first connection attempt) abandons the
+/// lane for good, and its runtime's calls go through the I/O thread's.
+async fn supervise(shared: Arc<Shared>, mut guard: LaneGuard, stop: watch::Receiver<()>) {
+    let outcome = std::panic::AssertUnwindSafe(supervise_lane(&shared, &guard.lane, stop))
+        .catch_unwind()
+        .await;
+    if outcome.is_err() {
+        guard.forget_from = None;
+        tracing::error!(
+            target: "cache_runtime",
+            "the cache's connection task panicked on this Tokio runtime (does it have its I/O driver enabled?); its calls use the cache's own I/O thread instead"
+        );
+    }
+}
+
+async fn supervise_lane(shared: &Shared, lane: &Lane, mut stop: watch::Receiver<()>) {
+    let Some(server) = &shared.server else {
+        return;
+    };
+    // `changed` returns (an error) only when the sender drops with the cache.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     let mut generation = 0u64;
     loop {
-        let connect = connect_with_backoff(&shared, &server, connect_timeout, max_backoff);
+        let connect = connect_with_backoff(shared, lane, server);
         let mut connection = tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stopped => return,
             connection = connect => connection,
         };
         generation += 1;
-        shared.set_state(State::Up {
+        lane.set_state(State::Up {
             generation,
             connection: connection.clone(),
         });
@@ -406,11 +608,11 @@ async fn supervise(
         // while nobody called is reconnected to before the next call.
         loop {
             tokio::select! {
-                _ = &mut stop => return,
-                _ = shared.wake_supervisor.notified() => break,
+                _ = &mut stopped => return,
+                _ = lane.wake_supervisor.notified() => break,
                 _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {
-                    if !answers_ping(&mut connection, connect_timeout).await {
-                        shared.mark_down(generation);
+                    if !answers_ping(&mut connection, shared.connect_timeout).await {
+                        lane.mark_down(generation);
                         break;
                     }
                 }
@@ -421,16 +623,11 @@ async fn supervise(
 
 /// Tries to connect until it succeeds, backing off 0, 25, 50, 100 … ms
 /// between attempts, capped at `max_backoff`.
-async fn connect_with_backoff(
-    shared: &Shared,
-    server: &Server,
-    connect_timeout: Duration,
-    max_backoff: Duration,
-) -> RedisConnection {
+async fn connect_with_backoff(shared: &Shared, lane: &Lane, server: &Server) -> RedisConnection {
     let mut backoff = Duration::ZERO;
     let mut failures = 0u64;
     loop {
-        let attempt = connect(server, connect_timeout)
+        let attempt = connect(server, shared.connect_timeout)
             .await
             .map_err(|error| shared.scrub(&error.to_string()));
         *shared
@@ -451,14 +648,14 @@ async fn connect_with_backoff(
             }
             Err(error) => {
                 failures += 1;
-                shared.set_state(State::Down);
+                lane.set_state(State::Down);
                 shared.incidents.warn(Incident::Connect, || {
                     format!(
                         "cannot connect to Redis at {}: {error}; calls run uncached while it retries",
                         shared.redacted_url
                     )
                 });
-                backoff = next_backoff(backoff, max_backoff);
+                backoff = next_backoff(backoff, shared.max_backoff);
                 tokio::time::sleep(backoff).await;
             }
         }
@@ -575,8 +772,9 @@ fn open_client(config: &Config) -> redis::RedisResult<Client> {
     }
 }
 
-/// The runtime that drives every connection: one thread, for the whole
-/// process, so that connections outlive the runtimes of their callers.
+/// The cache's own runtime: one thread, for the whole process, which
+/// drives the connections placed on it and the cache's background tasks, so
+/// that they outlive the runtimes of their callers.
 pub(crate) fn io_runtime() -> Result<&'static tokio::runtime::Handle, &'static str> {
     static IO: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
     IO.get_or_init(|| {

@@ -24,9 +24,6 @@ pub enum ConfigError {
         prefix: String,
         reason: &'static str,
     },
-    /// `connection_on_current_runtime(true)`, but `build` ran outside a
-    /// Tokio runtime.
-    NoRuntime,
 }
 
 impl fmt::Display for ConfigError {
@@ -48,10 +45,6 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidPrefix { prefix, reason } => {
                 write!(f, "invalid key prefix `{prefix}`: {reason}")
             }
-            ConfigError::NoRuntime => write!(
-                f,
-                "`connection_on_current_runtime(true)` needs `build` to run inside a Tokio runtime"
-            ),
         }
     }
 }

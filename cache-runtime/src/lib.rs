@@ -45,9 +45,9 @@ pub use cache::{Cache, escape_key_part};
 pub use call::{Outcome, track_outcome};
 pub use codec::FORMAT_VERSION;
 pub use config::{
-    CacheBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEADLINE, DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT,
-    DEFAULT_LOG_INTERVAL, DEFAULT_MAX_KEY_LEN, DEFAULT_MAX_RECONNECT_BACKOFF, DEFAULT_TTL,
-    DEFAULT_TTL_JITTER, DEFAULT_URL, redact_url,
+    CacheBuilder, ConnectionPlacement, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEADLINE,
+    DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT, DEFAULT_LOG_INTERVAL, DEFAULT_MAX_KEY_LEN,
+    DEFAULT_MAX_RECONNECT_BACKOFF, DEFAULT_TTL, DEFAULT_TTL_JITTER, DEFAULT_URL, redact_url,
 };
 pub use error::{AlreadyInstalled, CacheError, ConfigError};
 pub use invalidate::{PendingInvalidations, Target, deferred};

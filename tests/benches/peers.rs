@@ -10,12 +10,14 @@
 //!   the body, then `PSETEX`. Its connection's task runs on the
 //!   benchmark's runtime, as redis-rs does by default.
 //! - `hand-written, connection on its own thread` (hits only): the same code
-//!   on a connection driven from a thread of its own, as our cache's is, to
-//!   tell what the macro costs apart from what that placement changes.
-//! - `redis_cached`: our macro.
-//! - `redis_cached, connection on the caller's runtime` (hits only): the
-//!   same on a cache built with `connection_on_current_runtime(true)`, the
-//!   placement of the baseline's connection.
+//!   on a connection driven from a thread of its own, as our cache's is with
+//!   `ConnectionPlacement::IoThread`: what that placement costs hand-written.
+//! - `redis_cached`: our macro, with the default placement of its
+//!   connection (`ConnectionPlacement::PerRuntime`: driven on the caller's
+//!   runtime, as the baseline's is).
+//! - `redis_cached, connection on the I/O thread` (hits only): the same on a
+//!   cache built with `ConnectionPlacement::IoThread`, one connection driven
+//!   from the cache's own thread.
 //! - `cached`: the `cached` crate (4.1), `#[concurrent_cached(redis = true)]`,
 //!   whose store for an `async fn` is `AsyncRedisCache`. It encodes values
 //!   with MessagePack, not JSON, so it moves and decodes other bytes.
@@ -51,7 +53,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, LocalTier, redis_cached};
+use cache_runtime::{Cache, ConnectionPlacement, LocalTier, redis_cached};
 use cache_tests::RedisServer;
 use cached::macros::concurrent_cached;
 use redis::AsyncCommands;
@@ -318,13 +320,14 @@ async fn hand_written_lean<T: DeserializeOwned>(
 enum Case {
     HandWritten,
     /// The same code, on a connection whose task runs on a thread of its
-    /// own, as ours does (see [`connect_on_own_thread`]). Hits only.
+    /// own, as ours is with `ConnectionPlacement::IoThread` (see
+    /// [`connect_on_own_thread`]). Hits only.
     HandWrittenOwnThread,
     /// Allocation table only (hits only): see [`hand_written_lean`].
     HandWrittenLean,
     RedisCached,
-    /// Ours, the connection driven on the benchmark's runtime. Hits only.
-    RedisCachedCallerRuntime,
+    /// Ours, the connection driven on the cache's own thread. Hits only.
+    RedisCachedIoThread,
     Cached,
     /// `local = true`, the value cloned on each hit.
     LocalTier,
@@ -339,7 +342,7 @@ impl Case {
             Case::HandWrittenOwnThread => "hand-written, connection on its own thread",
             Case::HandWrittenLean => "hand-written, lean (send_packed_command)",
             Case::RedisCached => "#[redis_cached]",
-            Case::RedisCachedCallerRuntime => "#[redis_cached], connection on the caller's runtime",
+            Case::RedisCachedIoThread => "#[redis_cached], connection on the I/O thread",
             Case::Cached => "cached 4.1 #[concurrent_cached(redis = true)]",
             Case::LocalTier => "#[redis_cached(local = true)]",
             Case::LocalTierArc => "#[redis_cached(local = true)] -> Arc<_>",
@@ -352,7 +355,7 @@ const HIT_CASES: [Case; 7] = [
     Case::HandWritten,
     Case::HandWrittenOwnThread,
     Case::RedisCached,
-    Case::RedisCachedCallerRuntime,
+    Case::RedisCachedIoThread,
     Case::Cached,
     Case::LocalTier,
     Case::LocalTierArc,
@@ -392,8 +395,8 @@ static FRESH_ID: AtomicI64 = AtomicI64::new(1_000_000);
 
 struct Ctx {
     cache: Cache,
-    /// The same server, its connection driven on the benchmark's runtime.
-    cache_here: Cache,
+    /// The same server, its connection driven on the cache's own thread.
+    cache_io_thread: Cache,
     /// Driven by a task on the benchmark's runtime, as redis-rs does by default.
     conn: MultiplexedConnection,
     /// Driven by a task on a runtime of its own, on its own thread.
@@ -401,7 +404,8 @@ struct Ctx {
 }
 
 /// A connection whose task runs on a single-threaded runtime on a thread of
-/// its own, as our cache's connection does (`cache-runtime-io`): it tells
+/// its own, as our cache's connection does with
+/// `ConnectionPlacement::IoThread` (`cache-runtime-io`): it tells
 /// apart what our macro costs from what that placement changes.
 fn connect_on_own_thread(url: String) -> MultiplexedConnection {
     let (sender, receiver) = std::sync::mpsc::channel();
@@ -466,11 +470,11 @@ async fn call(ctx: &'static Ctx, case: Case, size: Size, path: Path) {
         (Case::RedisCached, Size::Large) => {
             black_box(large(&ctx.cache, id).await);
         }
-        (Case::RedisCachedCallerRuntime, Size::Small) => {
-            black_box(small(&ctx.cache_here, id).await);
+        (Case::RedisCachedIoThread, Size::Small) => {
+            black_box(small(&ctx.cache_io_thread, id).await);
         }
-        (Case::RedisCachedCallerRuntime, Size::Large) => {
-            black_box(large(&ctx.cache_here, id).await);
+        (Case::RedisCachedIoThread, Size::Large) => {
+            black_box(large(&ctx.cache_io_thread, id).await);
         }
         (Case::Cached, Size::Small) => {
             black_box(cached_small(id).await.unwrap());
@@ -729,7 +733,7 @@ async fn allocation_table(ctx: &'static Ctx, plan: &Plan) -> Vec<((Case, Size, P
         (Path::Hit, Case::HandWrittenOwnThread),
         (Path::Hit, Case::HandWrittenLean),
         (Path::Hit, Case::RedisCached),
-        (Path::Hit, Case::RedisCachedCallerRuntime),
+        (Path::Hit, Case::RedisCachedIoThread),
         (Path::Hit, Case::Cached),
         (Path::Hit, Case::LocalTier),
         (Path::Hit, Case::LocalTierArc),
@@ -868,12 +872,12 @@ fn main() {
             Some("own-thread") => Case::HandWrittenOwnThread,
             Some("lean") => Case::HandWrittenLean,
             Some("redis_cached") => Case::RedisCached,
-            Some("caller-runtime") => Case::RedisCachedCallerRuntime,
+            Some("io-thread") => Case::RedisCachedIoThread,
             Some("cached") => Case::Cached,
             Some("local") => Case::LocalTier,
             Some("local-arc") => Case::LocalTierArc,
             _ => panic!(
-                "--profile takes hand-written, own-thread, lean, redis_cached, caller-runtime, cached, local or local-arc, then a number of calls"
+                "--profile takes hand-written, own-thread, lean, redis_cached, io-thread, cached, local or local-arc, then a number of calls"
             ),
         };
         let calls = args
@@ -944,9 +948,9 @@ async fn run(server: &RedisServer, plan: &Plan, mode: Mode) {
             .local_tier(LocalTier::new().max_ttl(Duration::from_secs(TTL_SECS)))
             .build()
             .expect("a cache"),
-        cache_here: server
+        cache_io_thread: server
             .cache_builder()
-            .connection_on_current_runtime(true)
+            .connection_placement(ConnectionPlacement::IoThread)
             .build()
             .expect("a cache"),
         conn,
@@ -1110,11 +1114,11 @@ async fn run(server: &RedisServer, plan: &Plan, mode: Mode) {
                 verdict(latency <= 1.05),
                 verdict(cost <= 1.05)
             );
-            let here = rounds(Case::RedisCachedCallerRuntime);
-            let latency = median(per_round(here, base, latency_ratio));
-            let cost = median(per_round(here, base, cost_ratio));
+            let io_thread = rounds(Case::RedisCachedIoThread);
+            let latency = median(per_round(io_thread, base, latency_ratio));
+            let cost = median(per_round(io_thread, base, cost_ratio));
             timing.push_str(&format!(
-                "with the connection on the caller's runtime {latency:.2}× ({}), {cost:.2}× ({}); ",
+                "with the connection on the I/O thread {latency:.2}× ({}), {cost:.2}× ({}); ",
                 verdict(latency <= 1.05),
                 verdict(cost <= 1.05)
             ));

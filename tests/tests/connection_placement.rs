@@ -1,11 +1,15 @@
-//! `connection_on_current_runtime(true)`: the connection is driven on the
-//! runtime that built the cache; without a runtime, `build` says so; and
-//! when that runtime is gone, calls still run (uncached).
+//! Where the cache's connections run. By default each Tokio runtime that
+//! calls gets a connection of its own, driven by tasks on that runtime: a
+//! runtime that ends closes only its own, and one that stalls holds up only
+//! its own calls. With `ConnectionPlacement::IoThread` there is one
+//! connection, on the cache's own thread; and a runtime that cannot drive a
+//! connection (no I/O driver) is served by the I/O thread's.
 
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, ConfigError, redis_cached};
+use cache_runtime::{Cache, ConnectionPlacement, redis_cached};
 use cache_tests::{Calls, RedisServer, eventually};
+use tokio::runtime::Runtime;
 
 #[redis_cached(key = "placed:{id}", ttl = 60, cache = cache)]
 async fn placed(cache: &Cache, calls: &Calls, id: u32) -> u32 {
@@ -13,77 +17,171 @@ async fn placed(cache: &Cache, calls: &Calls, id: u32) -> u32 {
     id * 2
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_connection_runs_on_the_runtime_that_built_the_cache() {
-    let server = RedisServer::start();
-    let metrics = tokio::runtime::Handle::current().metrics();
-    let tasks_before = metrics.num_alive_tasks();
-    let cache = server
-        .cache_builder()
-        .connection_on_current_runtime(true)
+/// A runtime with one worker thread, so that its tasks run between calls.
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
         .build()
-        .unwrap();
-    let connected = eventually(Duration::from_secs(5), || async { cache.is_connected() }).await;
-    assert!(connected.is_some(), "the cache never connected");
-    assert!(
-        metrics.num_alive_tasks() >= tasks_before + 2,
-        "the supervisor and redis-rs's connection task run here: {} tasks, {tasks_before} before",
-        metrics.num_alive_tasks()
-    );
+        .unwrap()
+}
 
-    let calls = Calls::default();
-    assert_eq!(placed(&cache, &calls, 21).await, 42);
-    assert_eq!(placed(&cache, &calls, 21).await, 42);
-    assert_eq!(calls.get(), 1, "the second call is a hit");
+/// How many clients the server has, other than the one asking.
+fn clients(server: &RedisServer) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut server.client())
+        .unwrap();
+    list.lines().count() - 1
+}
+
+/// Waits up to 5 s for the server to count `expected` clients.
+fn wait_for_clients(server: &RedisServer, expected: usize) {
+    let started = Instant::now();
+    while clients(server) != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the server still has {} clients, not {expected}",
+            clients(server)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
-fn outside_a_runtime_build_says_it_needs_one() {
-    let error = Cache::builder()
-        .url("redis://127.0.0.1:6379")
-        .connection_on_current_runtime(true)
-        .build()
-        .unwrap_err();
-    assert_eq!(error, ConfigError::NoRuntime);
+fn each_runtime_that_calls_has_a_connection_of_its_own() {
+    let server = RedisServer::start();
+    // Built outside any runtime: no connection until a runtime calls.
+    let cache = server.cache();
+    assert_eq!(clients(&server), 0, "nothing connects before a call");
+    let calls = Calls::default();
+
+    let first = runtime();
+    assert_eq!(first.block_on(placed(&cache, &calls, 21)), 42);
+    assert_eq!(first.block_on(placed(&cache, &calls, 21)), 42);
+    assert_eq!(calls.get(), 1, "the second call is a hit");
+    assert_eq!(clients(&server), 1);
     assert!(
-        error.to_string().contains("inside a Tokio runtime"),
-        "{error}"
+        first.metrics().num_alive_tasks() >= 2,
+        "the supervisor and redis-rs's connection task run on the calling runtime: {} tasks",
+        first.metrics().num_alive_tasks()
+    );
+
+    let second = runtime();
+    assert_eq!(second.block_on(placed(&cache, &calls, 21)), 42);
+    assert_eq!(
+        calls.get(),
+        1,
+        "a hit through the second runtime's connection"
+    );
+    assert_eq!(clients(&server), 2, "one connection per runtime");
+    assert!(second.metrics().num_alive_tasks() >= 2);
+
+    // The first runtime ends: its connection closes, the second's keeps
+    // serving hits.
+    drop(first);
+    wait_for_clients(&server, 1);
+    for _ in 0..3 {
+        assert_eq!(second.block_on(placed(&cache, &calls, 21)), 42);
+    }
+    assert_eq!(calls.get(), 1, "still hits after the first runtime ended");
+
+    // And a third runtime gets a connection of its own again.
+    let third = runtime();
+    assert_eq!(third.block_on(placed(&cache, &calls, 21)), 42);
+    assert_eq!(calls.get(), 1);
+    assert_eq!(clients(&server), 2);
+}
+
+#[test]
+fn a_stalled_runtime_does_not_hold_up_the_others() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    let (stalled, healthy) = (runtime(), runtime());
+    assert_eq!(stalled.block_on(placed(&cache, &calls, 3)), 6);
+    // Block the stalled runtime's only worker, which drives its connection,
+    // for longer than the deadline (1 s).
+    stalled.spawn(async { std::thread::sleep(Duration::from_secs(3)) });
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        assert_eq!(healthy.block_on(placed(&cache, &calls, 3)), 6);
+    }
+    assert_eq!(
+        calls.get(),
+        1,
+        "the other runtime's calls hit, through its own connection"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_its_runtime_is_gone_calls_still_run_uncached() {
+#[test]
+fn a_cache_built_on_a_runtime_connects_there_at_once() {
     let server = RedisServer::start();
-    let builder = server.cache_builder().deadline(Duration::from_millis(200));
-    // Built on a runtime of its own, which then shuts down.
-    let cache = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cache = runtime.block_on(async {
-            let cache = builder.connection_on_current_runtime(true).build().unwrap();
-            let connected =
-                eventually(Duration::from_secs(5), || async { cache.is_connected() }).await;
-            assert!(connected.is_some(), "the cache never connected");
-            cache
-        });
-        drop(runtime);
-        cache
-    })
-    .join()
-    .unwrap();
+    let runtime = runtime();
+    let cache = runtime.block_on(async { server.cache() });
+    let connected = runtime.block_on(eventually(Duration::from_secs(5), || async {
+        cache.is_connected()
+    }));
+    assert!(
+        connected.is_some(),
+        "never connected on the runtime that built the cache"
+    );
+    assert_eq!(clients(&server), 1);
+    assert!(runtime.metrics().num_alive_tasks() >= 2);
+    // Dropping the cache stops its supervisor, which closes the connection.
+    drop(cache);
+    wait_for_clients(&server, 0);
+}
 
+#[test]
+fn on_the_io_thread_every_runtime_shares_one_connection() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_builder()
+        .connection_placement(ConnectionPlacement::IoThread)
+        .build()
+        .unwrap();
     let calls = Calls::default();
-    for _ in 0..3 {
-        let started = Instant::now();
-        assert_eq!(placed(&cache, &calls, 5).await, 10);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "a call waited {:?} for a connection that is gone",
-            started.elapsed()
-        );
+    let (first, second) = (runtime(), runtime());
+    assert_eq!(first.block_on(placed(&cache, &calls, 4)), 8);
+    assert_eq!(second.block_on(placed(&cache, &calls, 4)), 8);
+    assert_eq!(calls.get(), 1, "the second runtime's call is a hit");
+    assert_eq!(clients(&server), 1, "one connection for both runtimes");
+    assert_eq!(
+        first.metrics().num_alive_tasks() + second.metrics().num_alive_tasks(),
+        0,
+        "nothing of the cache's runs on the callers' runtimes"
+    );
+    drop(first);
+    assert_eq!(second.block_on(placed(&cache, &calls, 4)), 8);
+    assert_eq!(calls.get(), 1);
+    assert_eq!(clients(&server), 1);
+}
+
+#[test]
+fn a_runtime_without_an_io_driver_is_served_by_the_io_thread() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    // Timers, which every call's deadline needs, but no I/O: a connection
+    // cannot be driven here, and trying to panics inside redis-rs.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    // The first call finds its runtime's connection gone and runs uncached;
+    // the second stores through the I/O thread's connection, the rest hit.
+    for _ in 0..4 {
+        assert_eq!(runtime.block_on(placed(&cache, &calls, 7)), 14);
     }
-    assert_eq!(calls.get(), 3, "every call ran its body, uncached");
+    assert_eq!(
+        calls.get(),
+        2,
+        "the value was stored and then read through the I/O thread's connection"
+    );
+    assert_eq!(
+        clients(&server),
+        1,
+        "one connection, on the I/O thread, and no retry on this runtime"
+    );
 }
