@@ -102,6 +102,15 @@ enum State {
         generation: u64,
         connection: RedisConnection,
     },
+    /// A call's deadline passed. With the connection on the caller's
+    /// runtime, that runtime may have been too busy to read a reply that had
+    /// come: so calls skip Redis, as when down, while the supervisor asks
+    /// the same connection for a PING, and puts it back in service if it
+    /// answers, without reconnecting.
+    Suspect {
+        generation: u64,
+        connection: RedisConnection,
+    },
     /// Not connected; the supervisor is reconnecting.
     Down,
     /// The cache cannot work at all (bad URL, no I/O thread).
@@ -117,8 +126,6 @@ pub(crate) struct Shared {
     /// library ever echo it.
     password: Option<String>,
     pub(crate) incidents: Incidents,
-    /// Why the last connection attempt failed, while it is not connected.
-    last_connect_error: std::sync::Mutex<Option<String>>,
     /// `None` for a connection that never connects.
     server: Option<Server>,
     connect_timeout: Duration,
@@ -135,6 +142,9 @@ struct Lane {
     settled: Notify,
     /// Notified when a call sees the connection fail.
     wake_supervisor: Notify,
+    /// Why this lane's last connection attempt failed, while it is not
+    /// connected.
+    last_connect_error: std::sync::Mutex<Option<String>>,
 }
 
 /// The lanes of the runtimes that called, by runtime.
@@ -167,7 +177,6 @@ impl Connection {
             redacted_url,
             password: crate::config::url_password(&config.url).map(str::to_owned),
             incidents: Incidents::new(config.log_interval),
-            last_connect_error: Default::default(),
             server: Some(server),
             connect_timeout: config.connect_timeout,
             max_backoff: config.max_reconnect_backoff,
@@ -202,7 +211,6 @@ impl Connection {
             redacted_url: redact_url(&config.url),
             password: None,
             incidents: Incidents::new(config.log_interval),
-            last_connect_error: Default::default(),
             server: None,
             connect_timeout: config.connect_timeout,
             max_backoff: config.max_reconnect_backoff,
@@ -218,40 +226,59 @@ impl Connection {
         }
     }
 
-    /// Whether the calling runtime's connection is up right now (outside a
-    /// runtime, or before this runtime has called: whether any is).
+    /// Whether the calling runtime's connection is up right now. On a
+    /// runtime that has no connection yet, this starts one (so that waiting
+    /// for `is_connected` works); outside a runtime, whether any is up.
     pub(crate) fn is_connected(&self) -> bool {
-        let own = match (self.placement, Handle::try_current()) {
-            (ConnectionPlacement::PerRuntime, Ok(runtime)) => {
-                read(&self.lanes).get(&runtime.id()).cloned()
-            }
-            _ => self.io_lane.get().cloned(),
-        };
-        match own {
-            Some(lane) if !lane.is_abandoned() => lane.is_up(),
-            _ => {
-                let lanes = read(&self.lanes);
-                lanes
-                    .values()
-                    .chain(self.io_lane.get())
-                    .any(|lane| lane.is_up())
-            }
+        match self.own_lane(true) {
+            Some(lane) => lane.is_up(),
+            None => self.all_lanes().iter().any(|lane| lane.is_up()),
         }
     }
 
-    /// Why the last connection attempt failed, if the cache is not connected.
+    /// Why the calling runtime's last connection attempt failed (outside a
+    /// runtime: any lane's), if it is not connected.
     pub(crate) fn last_connect_error(&self) -> Option<String> {
-        self.shared
-            .last_connect_error
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        let lanes = match self.own_lane(false) {
+            Some(lane) => vec![lane],
+            None => self.all_lanes(),
+        };
+        lanes.iter().find_map(|lane| {
+            lane.last_connect_error
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        })
+    }
+
+    /// The calling runtime's lane, if it is in service; started if `start`.
+    fn own_lane(&self, start: bool) -> Option<Arc<Lane>> {
+        let lane = match (self.placement, Handle::try_current()) {
+            (ConnectionPlacement::PerRuntime, Ok(runtime)) if !is_io_runtime(&runtime) => {
+                if start {
+                    Some(self.runtime_lane(&runtime))
+                } else {
+                    read(&self.lanes).get(&runtime.id()).cloned()
+                }
+            }
+            (_, Ok(_)) => Some(self.io_lane()),
+            (_, Err(_)) => None,
+        };
+        lane.filter(|lane| !lane.is_abandoned())
+    }
+
+    fn all_lanes(&self) -> Vec<Arc<Lane>> {
+        let lanes = read(&self.lanes);
+        lanes.values().chain(self.io_lane.get()).cloned().collect()
     }
 
     /// The lane this call goes through.
     fn lane(&self) -> Arc<Lane> {
         if self.placement == ConnectionPlacement::PerRuntime
             && let Ok(runtime) = Handle::try_current()
+            // The cache's own background tasks (lock releases, replayed
+            // evictions) run on the I/O thread: they use its lane.
+            && !is_io_runtime(&runtime)
         {
             let lane = self.runtime_lane(&runtime);
             if !lane.is_abandoned() {
@@ -375,9 +402,10 @@ impl Connection {
             }
             Ok(Err(other)) => Err(other),
             Err(_elapsed) => {
-                // A stalled server: stop sending to it until it answers again.
+                // A stalled server, or a runtime too busy to read the reply:
+                // stop sending until the connection answers again.
                 if let Some(generation) = breaker {
-                    lane.mark_down(generation);
+                    lane.mark_suspect(generation);
                 }
                 Err(CacheError::Timeout(self.deadline))
             }
@@ -435,7 +463,13 @@ impl Lane {
             state: RwLock::new(state),
             settled: Notify::new(),
             wake_supervisor: Notify::new(),
+            last_connect_error: Default::default(),
         }
+    }
+
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        self.set_state(State::Abandoned);
     }
 
     fn is_up(&self) -> bool {
@@ -473,7 +507,9 @@ impl Lane {
                 generation,
                 connection,
             } => Some(Ok((*generation, connection.clone()))),
-            State::Down | State::Disabled | State::Abandoned => Some(Err(CacheError::Unavailable)),
+            State::Suspect { .. } | State::Down | State::Disabled | State::Abandoned => {
+                Some(Err(CacheError::Unavailable))
+            }
             State::Connecting => None,
         }
     }
@@ -501,8 +537,40 @@ impl Lane {
         }
     }
 
-    /// Takes connection `generation` out of service, if it is still current.
+    /// Takes connection `generation` out of service, if it is still
+    /// current, and has the supervisor reconnect.
     fn mark_down(&self, generation: u64) {
+        if self.take_down(generation) {
+            self.wake_supervisor.notify_one();
+        }
+    }
+
+    /// Takes connection `generation` out of service (up or suspect), if it
+    /// is still current; whether it did.
+    fn take_down(&self, generation: u64) -> bool {
+        let mut guard = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &*guard {
+            State::Up {
+                generation: current,
+                ..
+            }
+            | State::Suspect {
+                generation: current,
+                ..
+            } if *current == generation => {
+                *guard = State::Down;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A call's deadline passed on connection `generation`: out of service
+    /// until the supervisor's PING says whether it still answers.
+    fn mark_suspect(&self, generation: u64) {
         {
             let mut guard = self
                 .state
@@ -511,21 +579,50 @@ impl Lane {
             match &*guard {
                 State::Up {
                     generation: current,
-                    ..
-                } if *current == generation => *guard = State::Down,
+                    connection,
+                } if *current == generation => {
+                    *guard = State::Suspect {
+                        generation,
+                        connection: connection.clone(),
+                    }
+                }
                 _ => return,
             }
         }
         self.wake_supervisor.notify_one();
     }
+
+    /// Whether connection `generation` is suspect.
+    fn is_suspect(&self, generation: u64) -> bool {
+        matches!(&*self.read_state(), State::Suspect { generation: current, .. } if *current == generation)
+    }
+
+    /// Puts suspect connection `generation` back in service; whether it did.
+    fn restore(&self, generation: u64) -> bool {
+        let mut guard = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &*guard {
+            State::Suspect {
+                generation: current,
+                connection,
+            } if *current == generation => {
+                *guard = State::Up {
+                    generation,
+                    connection: connection.clone(),
+                };
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Travels with a lane's supervisor. When the supervisor's future is
-/// dropped (its runtime shut down, the cache was dropped, or it panicked),
-/// the lane is marked abandoned, which also drops its connection, and a
-/// runtime's lane is forgotten, unless the supervisor panicked: its runtime
-/// then keeps the abandoned lane, so that its calls go to the I/O thread's
-/// lane instead of starting (and panicking) again.
+/// dropped (its runtime shut down, or the cache was dropped), the lane is
+/// marked abandoned, which also drops its connection, and a runtime's lane
+/// is forgotten.
 struct LaneGuard {
     lane: Arc<Lane>,
     forget_from: Option<(Weak<Lanes>, tokio::runtime::Id)>,
@@ -533,8 +630,7 @@ struct LaneGuard {
 
 impl Drop for LaneGuard {
     fn drop(&mut self) {
-        self.lane.abandoned.store(true, Ordering::Release);
-        self.lane.set_state(State::Abandoned);
+        self.lane.abandon();
         if let Some((lanes, id)) = &self.forget_from
             && let Some(lanes) = lanes.upgrade()
         {
@@ -571,16 +667,21 @@ fn is_connection_failure(error: &RedisError) -> bool {
 /// keeps reconnecting whenever the connection fails. A panic (a runtime
 /// without an I/O driver panics at the first connection attempt) abandons the
 /// lane for good, and its runtime's calls go through the I/O thread's.
-async fn supervise(shared: Arc<Shared>, mut guard: LaneGuard, stop: watch::Receiver<()>) {
+async fn supervise(shared: Arc<Shared>, guard: LaneGuard, stop: watch::Receiver<()>) {
+    let mut stopped = stop.clone();
     let outcome = std::panic::AssertUnwindSafe(supervise_lane(&shared, &guard.lane, stop))
         .catch_unwind()
         .await;
     if outcome.is_err() {
-        guard.forget_from = None;
+        guard.lane.abandon();
         tracing::error!(
             target: "cache_runtime",
             "the cache's connection task panicked on this Tokio runtime (does it have its I/O driver enabled?); its calls use the cache's own I/O thread instead"
         );
+        // Keep the abandoned lane in the map while its runtime lives, so that
+        // its calls go to the I/O thread rather than start (and panic) again;
+        // the guard forgets it when the runtime or the cache goes.
+        let _ = stopped.changed().await;
     }
 }
 
@@ -609,10 +710,27 @@ async fn supervise_lane(shared: &Shared, lane: &Lane, mut stop: watch::Receiver<
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
-                _ = lane.wake_supervisor.notified() => break,
+                _ = lane.wake_supervisor.notified() => {
+                    if !lane.is_suspect(generation) {
+                        break;
+                    }
+                    // A deadline passed: the server stalled, or the runtime
+                    // was too busy to read its reply in time. Only the
+                    // former needs a new connection.
+                    let answered = tokio::select! {
+                        _ = &mut stopped => return,
+                        answered = answers_ping(&mut connection, shared.connect_timeout) => answered,
+                    };
+                    if !(answered && lane.restore(generation)) {
+                        lane.take_down(generation);
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {
                     if !answers_ping(&mut connection, shared.connect_timeout).await {
-                        lane.mark_down(generation);
+                        // Reconnect now, without leaving a wake-up behind
+                        // that would take the new connection down too.
+                        lane.take_down(generation);
                         break;
                     }
                 }
@@ -630,7 +748,7 @@ async fn connect_with_backoff(shared: &Shared, lane: &Lane, server: &Server) -> 
         let attempt = connect(server, shared.connect_timeout)
             .await
             .map_err(|error| shared.scrub(&error.to_string()));
-        *shared
+        *lane
             .last_connect_error
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = attempt.as_ref().err().cloned();
@@ -772,25 +890,32 @@ fn open_client(config: &Config) -> redis::RedisResult<Client> {
     }
 }
 
+static IO_RUNTIME: OnceLock<Result<Handle, String>> = OnceLock::new();
+
 /// The cache's own runtime: one thread, for the whole process, which
 /// drives the connections placed on it and the cache's background tasks, so
 /// that they outlive the runtimes of their callers.
-pub(crate) fn io_runtime() -> Result<&'static tokio::runtime::Handle, &'static str> {
-    static IO: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
-    IO.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("cache-runtime-io".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .map_err(|e| e.to_string())?;
-        Ok(handle)
-    })
-    .as_ref()
-    .map_err(String::as_str)
+pub(crate) fn io_runtime() -> Result<&'static Handle, &'static str> {
+    IO_RUNTIME
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("cache-runtime-io".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .map_err(|e| e.to_string())?;
+            Ok(handle)
+        })
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+/// Whether `runtime` is the cache's own (without starting it).
+fn is_io_runtime(runtime: &Handle) -> bool {
+    matches!(IO_RUNTIME.get(), Some(Ok(io)) if io.id() == runtime.id())
 }
 
 #[cfg(test)]

@@ -115,6 +115,19 @@ fn a_stalled_runtime_does_not_hold_up_the_others() {
 }
 
 #[test]
+fn asking_whether_it_is_connected_connects_the_asking_runtime() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    assert!(!cache.is_connected(), "outside a runtime, before any call");
+    let runtime = runtime();
+    let connected = runtime.block_on(eventually(Duration::from_secs(5), || async {
+        cache.is_connected()
+    }));
+    assert!(connected.is_some(), "never connected");
+    assert_eq!(clients(&server), 1);
+}
+
+#[test]
 fn a_cache_built_on_a_runtime_connects_there_at_once() {
     let server = RedisServer::start();
     let runtime = runtime();

@@ -165,6 +165,51 @@ async fn redis_stalled_with_sigstop() {
     );
 }
 
+/// How many connections the server has accepted since it started.
+fn connections_received(admin: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
+}
+
+#[tokio::test]
+async fn a_reply_late_for_the_deadline_sets_the_connection_aside_without_replacing_it() {
+    let server = RedisServer::start();
+    // A stall longer than the deadline but shorter than the PING that
+    // checks the connection may take.
+    let cache = Cache::builder()
+        .url(server.url())
+        .deadline(DEADLINE)
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    assert!(caching_works(&cache, &calls, 1).await);
+    let mut admin = server.client();
+    let connections_before = connections_received(&mut admin);
+
+    server.pause();
+    let before = calls.get();
+    for _ in 0..5 {
+        call_in_time(&cache, &calls, 1).await;
+    }
+    assert_eq!(calls.get(), before + 5, "no call could read the cache");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.resume();
+
+    assert!(
+        resumes(&cache, &calls).await,
+        "caching did not resume after SIGCONT"
+    );
+    assert_eq!(
+        connections_received(&mut admin),
+        connections_before,
+        "the connection answered the supervisor's PING and was put back in service, not replaced"
+    );
+}
+
 #[tokio::test]
 async fn redis_out_of_memory() {
     let server = RedisServer::start();
