@@ -22,10 +22,13 @@
 //!   lane, a small runtime of our own on a dedicated thread that lives as
 //!   long as the process.
 //! - A call never waits for a reconnection. After a connection-level failure
-//!   (I/O error, closed connection, deadline passed) the lane is marked down
-//!   and its calls skip Redis at once, a circuit breaker, while its
-//!   supervisor reconnects with a capped exponential backoff, and puts the
-//!   new connection in place when it answers PING.
+//!   (I/O error, closed connection) the lane is marked down and its calls
+//!   skip Redis at once, a circuit breaker, while its supervisor reconnects
+//!   with a capped exponential backoff, and puts the new connection in
+//!   place when it answers PING. A missed deadline marks the lane suspect
+//!   instead: calls skip Redis just the same, but the supervisor first
+//!   PINGs the same connection, since the caller's runtime may only have
+//!   been too busy to read the reply in time, and keeps it if it answers.
 //! - The very first calls of a lane wait, within the deadline, for its first
 //!   connection attempt, so that a program's first call can already use the
 //!   cache.
