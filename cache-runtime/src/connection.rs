@@ -595,6 +595,11 @@ impl Lane {
         self.wake_supervisor.notify_one();
     }
 
+    /// Whether connection `generation` is up.
+    fn is_in_service(&self, generation: u64) -> bool {
+        matches!(&*self.read_state(), State::Up { generation: current, .. } if *current == generation)
+    }
+
     /// Whether connection `generation` is suspect.
     fn is_suspect(&self, generation: u64) -> bool {
         matches!(&*self.read_state(), State::Suspect { generation: current, .. } if *current == generation)
@@ -714,6 +719,11 @@ async fn supervise_lane(shared: &Shared, lane: &Lane, mut stop: watch::Receiver<
             tokio::select! {
                 _ = &mut stopped => return,
                 _ = lane.wake_supervisor.notified() => {
+                    if lane.is_in_service(generation) {
+                        // A wake-up left over from a connection this one
+                        // replaced: nothing to do.
+                        continue;
+                    }
                     if !lane.is_suspect(generation) {
                         break;
                     }
@@ -731,8 +741,6 @@ async fn supervise_lane(shared: &Shared, lane: &Lane, mut stop: watch::Receiver<
                 }
                 _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {
                     if !answers_ping(&mut connection, shared.connect_timeout).await {
-                        // Reconnect now, without leaving a wake-up behind
-                        // that would take the new connection down too.
                         lane.take_down(generation);
                         break;
                     }
