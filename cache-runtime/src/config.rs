@@ -71,6 +71,12 @@ pub enum ConnectionPlacement {
     /// as with a redis-rs connection written by hand, and a runtime that
     /// stalls or ends takes only its own connection with it. Actix-web's
     /// workers (a runtime each) thus have a connection each.
+    ///
+    /// Not for short-lived runtimes (each connects before its first call can
+    /// use Redis), nor for `current_thread` runtimes called into through
+    /// `Handle::block_on` while nobody drives them (their connection, and
+    /// their calls' deadlines, wait for that runtime to run): use
+    /// [`ConnectionPlacement::IoThread`] there.
     #[default]
     PerRuntime,
     /// One connection for the whole cache, driven by the cache's own thread.

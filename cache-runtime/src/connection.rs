@@ -60,12 +60,16 @@ pub(crate) enum RedisConnection {
 }
 
 impl RedisConnection {
+    /// Sends one command. A server error (`OOM`, `NOPERM`, `WRONGTYPE`…)
+    /// is an `Err`: redis-rs hands it back as an `Ok` reply, which every
+    /// caller would otherwise take for success.
     async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
         use redis::aio::ConnectionLike;
         match self {
             RedisConnection::Single(connection) => connection.send_packed_command(cmd).await,
             RedisConnection::Cluster(connection) => connection.req_packed_command(cmd).await,
         }
+        .and_then(Value::extract_error)
     }
 
     async fn send_pipeline(&mut self, pipeline: &Pipeline) -> redis::RedisResult<Vec<Value>> {
@@ -153,8 +157,16 @@ struct Lane {
 /// The lanes of the runtimes that called, by runtime.
 type Lanes = RwLock<HashMap<tokio::runtime::Id, Arc<Lane>>>;
 
+/// Who asks about the connection: a runtime, with the lane its calls use (if
+/// any yet), or code outside any runtime.
+enum Asker {
+    Runtime(Option<Arc<Lane>>),
+    Outside,
+}
+
 /// Owns the supervisors: when the last `Cache` handle drops, so does this,
-/// and every supervisor stops and closes its connection.
+/// and every supervisor stops and closes its connection (a supervisor on a
+/// runtime that is not running stops when that runtime next runs, or drops).
 pub(crate) struct Connection {
     pub(crate) shared: Arc<Shared>,
     placement: ConnectionPlacement,
@@ -197,11 +209,13 @@ impl Connection {
         // from, so that they find the connection ready. Built outside a
         // runtime, a cache connects only when a runtime calls.
         match (connection.placement, Handle::try_current()) {
-            (ConnectionPlacement::PerRuntime, Ok(runtime)) => {
+            (ConnectionPlacement::PerRuntime, Ok(runtime)) if !is_io_runtime(&runtime) => {
                 connection.runtime_lane(&runtime);
             }
             (ConnectionPlacement::PerRuntime, Err(_)) => {}
-            (ConnectionPlacement::IoThread, _) => {
+            // Built by the cache's own background work: that is where its
+            // calls go.
+            (ConnectionPlacement::PerRuntime, Ok(_)) | (ConnectionPlacement::IoThread, _) => {
                 connection.io_lane();
             }
         }
@@ -233,18 +247,18 @@ impl Connection {
     /// runtime that has no connection yet, this starts one (so that waiting
     /// for `is_connected` works); outside a runtime, whether any is up.
     pub(crate) fn is_connected(&self) -> bool {
-        match self.own_lane(true) {
-            Some(lane) => lane.is_up(),
-            None => self.all_lanes().iter().any(|lane| lane.is_up()),
+        match self.asking_lane(true) {
+            Asker::Runtime(lane) => lane.is_some_and(|lane| lane.is_up()),
+            Asker::Outside => self.all_lanes().iter().any(|lane| lane.is_up()),
         }
     }
 
     /// Why the calling runtime's last connection attempt failed (outside a
     /// runtime: any lane's), if it is not connected.
     pub(crate) fn last_connect_error(&self) -> Option<String> {
-        let lanes = match self.own_lane(false) {
-            Some(lane) => vec![lane],
-            None => self.all_lanes(),
+        let lanes = match self.asking_lane(false) {
+            Asker::Runtime(lane) => lane.into_iter().collect(),
+            Asker::Outside => self.all_lanes(),
         };
         lanes.iter().find_map(|lane| {
             lane.last_connect_error
@@ -254,20 +268,28 @@ impl Connection {
         })
     }
 
-    /// The calling runtime's lane, if it is in service; started if `start`.
-    fn own_lane(&self, start: bool) -> Option<Arc<Lane>> {
-        let lane = match (self.placement, Handle::try_current()) {
-            (ConnectionPlacement::PerRuntime, Ok(runtime)) if !is_io_runtime(&runtime) => {
-                if start {
-                    Some(self.runtime_lane(&runtime))
-                } else {
-                    read(&self.lanes).get(&runtime.id()).cloned()
-                }
-            }
-            (_, Ok(_)) => Some(self.io_lane()),
-            (_, Err(_)) => None,
+    /// The lane the calling runtime's calls go through, as [`Connection::lane`]
+    /// picks it; started if `start`, else only if it exists.
+    fn asking_lane(&self, start: bool) -> Asker {
+        let Ok(runtime) = Handle::try_current() else {
+            return Asker::Outside;
         };
-        lane.filter(|lane| !lane.is_abandoned())
+        let io_lane = || match start {
+            true => Some(self.io_lane()),
+            false => self.io_lane.get().cloned(),
+        };
+        if self.placement == ConnectionPlacement::IoThread || is_io_runtime(&runtime) {
+            return Asker::Runtime(io_lane());
+        }
+        let lane = match start {
+            true => Some(self.runtime_lane(&runtime)),
+            false => read(&self.lanes).get(&runtime.id()).cloned(),
+        };
+        match lane {
+            // Its runtime cannot drive it: its calls go to the I/O thread.
+            Some(lane) if lane.is_abandoned() => Asker::Runtime(io_lane()),
+            lane => Asker::Runtime(lane),
+        }
     }
 
     fn all_lanes(&self) -> Vec<Arc<Lane>> {
@@ -664,7 +686,7 @@ impl Shared {
 }
 
 /// Errors that mean the connection itself is broken, not just this command.
-fn is_connection_failure(error: &RedisError) -> bool {
+pub(crate) fn is_connection_failure(error: &RedisError) -> bool {
     error.is_unrecoverable_error()
         || error.is_io_error()
         || error.is_connection_dropped()
@@ -672,42 +694,79 @@ fn is_connection_failure(error: &RedisError) -> bool {
 }
 
 /// Drives one lane until its cache or its runtime goes away: connects, then
-/// keeps reconnecting whenever the connection fails. A panic (a runtime
-/// without an I/O driver panics at the first connection attempt) abandons the
-/// lane for good, and its runtime's calls go through the I/O thread's.
+/// keeps reconnecting whenever the connection fails.
+///
+/// A panic on a runtime's lane (a runtime without an I/O driver panics at
+/// the first connection attempt) abandons the lane for good, and its
+/// runtime's calls go through the I/O thread's. A panic on the I/O thread's
+/// lane, which has no fallback, restarts its supervisor after a pause.
 async fn supervise(shared: Arc<Shared>, guard: LaneGuard, stop: watch::Receiver<()>) {
     let mut stopped = stop.clone();
-    let outcome = std::panic::AssertUnwindSafe(supervise_lane(&shared, &guard.lane, stop))
+    let on_io_thread = guard.forget_from.is_none();
+    // Kept across restarts, so that a failure seen on a connection from
+    // before a panic never takes down one made after it.
+    let mut generation = 0u64;
+    loop {
+        let outcome = std::panic::AssertUnwindSafe(supervise_lane(
+            &shared,
+            &guard.lane,
+            stop.clone(),
+            &mut generation,
+        ))
         .catch_unwind()
         .await;
-    if outcome.is_err() {
-        guard.lane.abandon();
+        if outcome.is_ok() {
+            return;
+        }
+        if !on_io_thread {
+            guard.lane.abandon();
+            tracing::error!(
+                target: "cache_runtime",
+                "the cache's connection task panicked on this Tokio runtime (does it have its I/O driver enabled?); its calls use the cache's own I/O thread instead"
+            );
+            // Keep the abandoned lane in the map while its runtime lives, so
+            // that its calls go to the I/O thread rather than start (and
+            // panic) again; the guard forgets it when the runtime or the
+            // cache goes.
+            let _ = stopped.changed().await;
+            return;
+        }
+        guard.lane.set_state(State::Down);
         tracing::error!(
             target: "cache_runtime",
-            "the cache's connection task panicked on this Tokio runtime (does it have its I/O driver enabled?); its calls use the cache's own I/O thread instead"
+            "the cache's connection task on its I/O thread panicked; calls run uncached until it has restarted and reconnected"
         );
-        // Keep the abandoned lane in the map while its runtime lives, so that
-        // its calls go to the I/O thread rather than start (and panic) again;
-        // the guard forgets it when the runtime or the cache goes.
-        let _ = stopped.changed().await;
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tokio::time::sleep(PANIC_RESTART_DELAY) => {}
+        }
     }
 }
 
-async fn supervise_lane(shared: &Shared, lane: &Lane, mut stop: watch::Receiver<()>) {
+/// How long the I/O thread's supervisor waits before it restarts after a
+/// panic: long enough not to spin on a panic that repeats.
+const PANIC_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+async fn supervise_lane(
+    shared: &Shared,
+    lane: &Lane,
+    mut stop: watch::Receiver<()>,
+    generation: &mut u64,
+) {
     let Some(server) = &shared.server else {
         return;
     };
     // `changed` returns (an error) only when the sender drops with the cache.
     let stopped = stop.changed();
     tokio::pin!(stopped);
-    let mut generation = 0u64;
     loop {
         let connect = connect_with_backoff(shared, lane, server);
         let mut connection = tokio::select! {
             _ = &mut stopped => return,
             connection = connect => connection,
         };
-        generation += 1;
+        *generation += 1;
+        let generation = *generation;
         lane.set_state(State::Up {
             generation,
             connection: connection.clone(),
@@ -716,7 +775,7 @@ async fn supervise_lane(shared: &Shared, lane: &Lane, mut stop: watch::Receiver<
         // connection now and then, so that a server that died or restarted
         // while nobody called is reconnected to before the next call.
         loop {
-            tokio::select! {
+            let answered = tokio::select! {
                 _ = &mut stopped => return,
                 _ = lane.wake_supervisor.notified() => {
                     if lane.is_in_service(generation) {
@@ -734,17 +793,18 @@ async fn supervise_lane(shared: &Shared, lane: &Lane, mut stop: watch::Receiver<
                         _ = &mut stopped => return,
                         answered = answers_ping(&mut connection, shared.connect_timeout) => answered,
                     };
-                    if !(answered && lane.restore(generation)) {
-                        lane.take_down(generation);
-                        break;
-                    }
+                    answered && lane.restore(generation)
                 }
                 _ = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {
-                    if !answers_ping(&mut connection, shared.connect_timeout).await {
-                        lane.take_down(generation);
-                        break;
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        answered = answers_ping(&mut connection, shared.connect_timeout) => answered,
                     }
                 }
+            };
+            if !answered {
+                lane.take_down(generation);
+                break;
             }
         }
     }

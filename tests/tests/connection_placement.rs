@@ -197,4 +197,28 @@ fn a_runtime_without_an_io_driver_is_served_by_the_io_thread() {
         1,
         "one connection, on the I/O thread, and no retry on this runtime"
     );
+    // Asked there, `is_connected` answers for the connection its calls use.
+    assert!(runtime.block_on(async { cache.is_connected() }));
+}
+
+#[test]
+fn is_connected_on_a_runtime_without_an_io_driver_starts_the_io_threads_connection() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let connected = runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cache.is_connected() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    });
+    assert!(connected, "waiting for is_connected never ended");
+    assert_eq!(clients(&server), 1, "the I/O thread's connection");
 }

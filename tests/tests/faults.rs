@@ -239,6 +239,15 @@ async fn redis_out_of_memory() {
         "an OOM reply does not take the connection down"
     );
 
+    // Asked directly, the cache reports the refusal instead of a success
+    // that stored nothing.
+    let refused = cache
+        .set("fault:direct", &1u64, Duration::from_secs(60))
+        .await
+        .expect_err("Redis refused the SET");
+    assert!(refused.to_string().contains("OOM"), "{refused}");
+    assert!(!admin.exists::<_, bool>("fault:direct").unwrap());
+
     let _: () = redis::cmd("CONFIG")
         .arg(&["SET", "maxmemory", "0"][..])
         .query(&mut admin)
