@@ -194,7 +194,7 @@ impl Cache {
         }
         let full_key = self.full_key(key);
         self.send_set(&full_key, &bytes, ttl).await?;
-        self.announce(crate::local::Change::Key(full_key)).await;
+        self.announce_write(full_key).await;
         Ok(())
     }
 
@@ -206,7 +206,7 @@ impl Cache {
         self.flights().evicted(&change);
         self.forget_local(&change);
         let value = self.send(redis::cmd("DEL").arg(&full_key)).await?;
-        self.announce(crate::local::Change::Key(full_key)).await;
+        self.announce_write(full_key).await;
         Ok(matches!(value, redis::Value::Int(n) if n > 0))
     }
 
@@ -242,11 +242,7 @@ impl Cache {
     pub(crate) fn local_tier(&self) -> &Arc<crate::local::Tier> {
         self.inner.local.get_or_init(|| {
             let config = &self.inner.config;
-            crate::local::Tier::start(
-                config.local_tier.clone().unwrap_or_default(),
-                crate::connection::pubsub_client(config),
-                &config.key_prefix,
-            )
+            crate::local::Tier::start(config, crate::connection::pubsub_client(config))
         })
     }
 
@@ -266,7 +262,14 @@ impl Cache {
 
     /// Tells this process's local tier, and through the invalidation channel
     /// every other process's, that `change` happened in Redis.
-    pub(crate) async fn announce(&self, change: crate::local::Change) {
+    ///
+    /// Fails only when the message may not have reached Redis (the
+    /// connection failed, or the deadline passed): the caller then parks the
+    /// change as a failed eviction, whose replay publishes it again. Redis
+    /// refusing it (`NOPERM` for a user without the channel) is logged
+    /// instead, since no retry would help: other processes' local tiers then
+    /// keep their copies until their TTL (`LocalTier::max_ttl` at most).
+    pub(crate) async fn announce(&self, change: crate::local::Change) -> Result<(), CacheError> {
         let message = match self.inner.local.get() {
             Some(tier) => {
                 tier.forget(&change);
@@ -276,11 +279,39 @@ impl Cache {
             None => change.message("-"),
         };
         let channel = crate::local::channel(&self.inner.config.key_prefix);
-        // A lost message is covered: subscribers that lose their connection
-        // empty their tier.
-        let _ = self
-            .send(redis::cmd("PUBLISH").arg(channel).arg(message))
-            .await;
+        match self
+            .send(redis::cmd("PUBLISH").arg(&channel).arg(message))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CacheError::Redis(error)) if !crate::connection::is_connection_failure(&error) => {
+                self.incidents().warn(Incident::Announce, || {
+                    format!(
+                        "Redis refused an invalidation message on `{channel}`: {}; other processes' local copies live until their TTL",
+                        self.scrub(&error)
+                    )
+                });
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// [`Cache::announce`] after a write to `full_key`: if the message may
+    /// not have gone out, the key is parked as a failed eviction, so that it
+    /// is unlinked and announced again once Redis answers. That costs one
+    /// miss; the alternative is other processes serving the old value.
+    pub(crate) async fn announce_write(&self, full_key: String) {
+        let change = crate::local::Change::Key(full_key.clone());
+        if let Err(error) = self.announce(change).await {
+            self.incidents().warn(Incident::Announce, || {
+                format!(
+                    "the invalidation message for `{full_key}` may not have been sent: {}; the key is unlinked and announced again in the background",
+                    self.scrub(&error)
+                )
+            });
+            crate::invalidate::park(self, vec![crate::invalidate::Target::Key(full_key)]);
+        }
     }
 
     pub(crate) fn config(&self) -> &Config {

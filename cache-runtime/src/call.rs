@@ -31,7 +31,7 @@ use crate::cache::{Cache, Lookup};
 use crate::codec;
 use crate::flight::{self, FlightState, Joined, LeaderGuard};
 use crate::incident::Incident;
-use crate::local::{Change, LocalOps, Tier};
+use crate::local::{LocalOps, Mark, Tier};
 use crate::lock::{HeldLock, LockAttempt};
 use crate::metrics::CallSite;
 
@@ -213,6 +213,7 @@ where
             site.record_local_hit();
             return (S::from_stored(value), Outcome::Local);
         }
+        let local = mark_read(local, &key);
         // With a local tier, the lookup also reads what filling it needs
         // (the entry's remaining TTL, its encoded size), in the same round
         // trip. Not in a helper `async fn`, whose frame every call would copy.
@@ -258,8 +259,18 @@ where
     Box::pin(fill::<S, R, Fut>(cache, site, key, lookup, body, local))
 }
 
-/// A local tier to fill, and how, for one call.
-type LocalFill<'a, T> = Option<(&'a Tier, LocalOps<T>)>;
+/// The local tier one call uses, and how.
+type LocalTierUse<'a, T> = Option<(&'a Tier, LocalOps<T>)>;
+
+/// After a local miss: the local tier to fill, and the changes counted before
+/// the read from Redis (a read that crossed one is not kept).
+type LocalFill<'a, T> = Option<(&'a Tier, LocalOps<T>, Mark)>;
+
+/// Marks the local tier's changes before a read from Redis: only on a local
+/// miss, so that a local hit does not pay for hashing the key again.
+fn mark_read<'a, T>(local: LocalTierUse<'a, T>, key: &EntryKey) -> LocalFill<'a, T> {
+    local.map(|(tier, ops)| (tier, ops, tier.mark(&key.key)))
+}
 
 /// The local tier this call uses, if any: the function's type must allow it
 /// (`local_ops`), the function or the builder must ask for it, and no
@@ -269,7 +280,7 @@ fn local_tier_for<'a, T>(
     cache: &'a Cache,
     site: &CallSite,
     local_ops: Option<LocalOps<T>>,
-) -> LocalFill<'a, T> {
+) -> LocalTierUse<'a, T> {
     local_ops
         .filter(|_| !cache.parked().any())
         .and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)))
@@ -278,14 +289,15 @@ fn local_tier_for<'a, T>(
 /// The local tier's copy of the entry, unless there is none or it had
 /// expired by `now`. The call's start stands for "now": one clock read fewer
 /// on the fastest path, for a copy that expired at most a few nanoseconds ago.
-fn local_hit<T>(key: &EntryKey, local: &LocalFill<'_, T>, now: Instant) -> Option<T> {
+fn local_hit<T>(key: &EntryKey, local: &LocalTierUse<'_, T>, now: Instant) -> Option<T> {
     let (tier, ops) = local.as_ref()?;
     tier.get(&key.key, ops, now)
 }
 
 /// Keeps a copy of a value read from Redis in the local tier, for at most
 /// `fill`'s TTL; not one that this process evicted while it was read (the
-/// eviction has already dropped the local copy).
+/// eviction has already dropped the local copy), nor one that an
+/// invalidation message crossed.
 fn keep_local_copy<T>(
     cache: &Cache,
     key: &EntryKey,
@@ -293,10 +305,10 @@ fn keep_local_copy<T>(
     fill: Option<(Duration, usize)>,
     value: &T,
 ) {
-    if let (Some((tier, ops)), Some((ttl, encoded_len))) = (local, fill)
+    if let (Some((tier, ops, since)), Some((ttl, encoded_len))) = (local, fill)
         && !cache.flights().evicted_since(&key.key, key.epoch)
     {
-        tier.insert(&key.key, value, ops, ttl, encoded_len);
+        tier.insert(&key.key, value, ops, ttl, encoded_len, *since);
     }
 }
 
@@ -330,6 +342,7 @@ where
             site.record_local_hit();
             return (S::from_stored(value), Outcome::Local);
         }
+        let local = mark_read(local, &key);
         // As in `cached_call`: the lookup reads what filling the local tier
         // needs, scoped away from the miss path's state.
         let lookup = {
@@ -537,11 +550,11 @@ where
     match share_and_store(cache, key, entry, flight, redis_failed).await {
         StoreOutcome::Failed => site.record_error(),
         StoreOutcome::Stored => {
-            if let (Some((tier, ops)), Some((fresh_until, encoded_len)), Some(stored)) =
+            if let (Some((tier, ops, since)), Some((fresh_until, encoded_len)), Some(stored)) =
                 (&local, local_fill, S::storable(&result))
             {
                 let ttl = fresh_until.saturating_duration_since(Instant::now());
-                tier.insert(&key.key, stored, ops, ttl, encoded_len);
+                tier.insert(&key.key, stored, ops, ttl, encoded_len, *since);
             }
         }
         StoreOutcome::NotStored => {}
@@ -778,7 +791,7 @@ where
                 StoreOutcome::Failed => site.record_error(),
                 // Local copies elsewhere end with the old value's freshness
                 // anyway; the message spares them clock skew between hosts.
-                StoreOutcome::Stored => cache.announce(Change::Key(key.key)).await,
+                StoreOutcome::Stored => cache.announce_write(key.key).await,
                 StoreOutcome::NotStored => {}
             }
             if let Some(lock) = held {
@@ -813,7 +826,7 @@ where
             site.record_error();
         }
         // Other processes' local copies hold the value this one replaced.
-        cache.announce(Change::Key(key)).await;
+        cache.announce_write(key).await;
     }
     result
 }

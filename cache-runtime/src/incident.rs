@@ -26,9 +26,13 @@ pub(crate) enum Incident {
     Evict = 5,
     /// A value was over `max_value_size`.
     TooLarge = 6,
+    /// An invalidation message could not be published.
+    Announce = 7,
+    /// The local tier's invalidation subscription failed or was lost.
+    Subscribe = 8,
 }
 
-const KINDS: usize = 7;
+const KINDS: usize = 9;
 
 pub(crate) struct Incidents {
     interval: Duration,

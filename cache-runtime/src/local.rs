@@ -15,17 +15,41 @@
 //!   `delete` and `invalidate*`) publishes the key on a Redis pub/sub channel
 //!   (`<prefix>#invalidate`) once Redis has applied it. Every process
 //!   subscribes and drops its copy when the message arrives: within the time
-//!   Redis takes to deliver a message (measured in BENCHMARKS.md). While the
-//!   subscription is down, the local tier is emptied and bypassed, so a
-//!   missed message can never leave a stale copy in use.
+//!   Redis takes to deliver a message (measured in BENCHMARKS.md).
+//!
+//! What bounds a stale copy when something fails:
+//! - **The subscription drops** (Redis restarts, the connection is killed):
+//!   the tier is emptied at once and bypassed until it has resubscribed.
+//! - **The subscription goes silent** (a half-open connection, a stalled
+//!   server): it is PINGed every [`LocalTier::health_check_interval`], and one
+//!   that does not answer within the connect timeout counts as dropped. A
+//!   copy made stale meanwhile lives at most that interval plus that timeout.
+//! - **A message cannot be sent** (the PUBLISH fails or misses its deadline):
+//!   the sender parks the key as a failed eviction, which is retried (unlink,
+//!   then publish again) until it succeeds; see [`crate::invalidate`].
+//! - **A read crosses a message**: a value read from Redis is kept only if no
+//!   message about its key (or a prefix, a tag, or the subscription) arrived
+//!   between the read's start and its copy, so an old value read just before
+//!   another process's write is not kept after that write's message.
+//! - **Redis is changed behind the library's back** (a `SET` from another
+//!   program, `FLUSHDB`, a key evicted by `maxmemory`): nobody announces it,
+//!   and a copy lives until its own TTL, capped by [`LocalTier::max_ttl`].
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::incident::{Incident, Incidents};
+
+/// The longest [`LocalTier::max_ttl`]: past it, `Instant` arithmetic (and
+/// moka) would overflow, and no copy needs to live longer.
+const LONGEST_MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The local tier's settings, for [`CacheBuilder::local_tier`](crate::CacheBuilder::local_tier).
 #[derive(Debug, Clone)]
@@ -33,6 +57,7 @@ pub struct LocalTier {
     max_entries: u64,
     max_bytes: u64,
     max_ttl: Duration,
+    health_check_interval: Duration,
     for_all_functions: bool,
 }
 
@@ -42,14 +67,15 @@ impl Default for LocalTier {
             max_entries: 10_000,
             max_bytes: 64 * 1024 * 1024,
             max_ttl: Duration::from_secs(60),
+            health_check_interval: Duration::from_secs(1),
             for_all_functions: false,
         }
     }
 }
 
 impl LocalTier {
-    /// The defaults: 10 000 entries, 64 MiB, 60 s, only `local = true`
-    /// functions.
+    /// The defaults: 10 000 entries, 64 MiB, 60 s, a health check every
+    /// second, only `local = true` functions.
     pub fn new() -> Self {
         LocalTier::default()
     }
@@ -66,9 +92,20 @@ impl LocalTier {
         self
     }
 
-    /// The longest a local copy is used, even if its Redis entry lives longer.
+    /// The longest a local copy is used, even if its Redis entry lives
+    /// longer: this also bounds how long a copy outlives a change made to
+    /// Redis behind the library's back. At most a year.
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
-        self.max_ttl = ttl;
+        self.max_ttl = ttl.min(LONGEST_MAX_TTL);
+        self
+    }
+
+    /// How often the invalidation subscription is PINGed. A subscription
+    /// that does not answer within the connect timeout is dropped, and the
+    /// tier emptied, so this plus the connect timeout bounds how long a copy
+    /// can outlive a message lost on a silently dead connection.
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_check_interval = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -148,22 +185,70 @@ pub(crate) struct Tier {
     pub(crate) channel: String,
     /// Whether the invalidation subscription is up.
     subscribed: AtomicBool,
+    marks: Marks,
+    /// The subscription's failures, rate-limited.
+    incidents: Incidents,
     _stop_subscriber: Option<oneshot::Sender<()>>,
 }
 
+/// Counts the changes a read from Redis may have crossed, so that what it
+/// read is not kept if one did. Keys are spread over stripes: a message
+/// about one key spoils only the reads in its stripe.
+struct Marks {
+    /// Prefixes, tags, and the subscription going down or up.
+    every_key: AtomicU64,
+    stripes: [AtomicU64; MARK_STRIPES],
+}
+
+const MARK_STRIPES: usize = 64;
+
+/// The changes counted when a read started; see [`Tier::mark`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    every_key: u64,
+    stripe: usize,
+    in_stripe: u64,
+}
+
+impl Marks {
+    fn stripe(key: &str) -> usize {
+        let hash =
+            std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(key);
+        (hash % MARK_STRIPES as u64) as usize
+    }
+
+    fn mark(&self, key: &str) -> Mark {
+        let stripe = Marks::stripe(key);
+        Mark {
+            every_key: self.every_key.load(Ordering::SeqCst),
+            stripe,
+            in_stripe: self.stripes[stripe].load(Ordering::SeqCst),
+        }
+    }
+
+    fn changed_since(&self, mark: Mark) -> bool {
+        self.every_key.load(Ordering::SeqCst) != mark.every_key
+            || self.stripes[mark.stripe].load(Ordering::SeqCst) != mark.in_stripe
+    }
+
+    fn count(&self, change: &Change) {
+        match change {
+            Change::Key(key) => self.stripes[Marks::stripe(key)].fetch_add(1, Ordering::SeqCst),
+            Change::Prefix(_) | Change::All => self.every_key.fetch_add(1, Ordering::SeqCst),
+        };
+    }
+}
+
 impl Tier {
-    pub(crate) fn start(
-        settings: LocalTier,
-        client: Option<redis::Client>,
-        key_prefix: &str,
-    ) -> Arc<Tier> {
+    pub(crate) fn start(config: &Config, client: Option<redis::Client>) -> Arc<Tier> {
+        let settings = config.local_tier.clone().unwrap_or_default();
         let min_weight = (settings.max_bytes / settings.max_entries).max(1);
         let entries = moka::sync::Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(|_key: &String, entry: &LocalEntry| entry.weight)
             .time_to_live(settings.max_ttl)
             .build();
-        let channel = channel(key_prefix);
+        let channel = channel(&config.key_prefix);
         let (stop_tx, stop_rx) = oneshot::channel();
         let tier = Arc::new(Tier {
             entries,
@@ -172,11 +257,21 @@ impl Tier {
             instance: crate::random::token(),
             channel,
             subscribed: AtomicBool::new(false),
+            marks: Marks {
+                every_key: AtomicU64::new(0),
+                stripes: [const { AtomicU64::new(0) }; MARK_STRIPES],
+            },
+            incidents: Incidents::new(config.log_interval),
             _stop_subscriber: Some(stop_tx),
         });
         match (client, crate::connection::io_runtime()) {
             (Some(client), Ok(io)) => {
-                io.spawn(subscribe(Arc::downgrade(&tier), client, stop_rx));
+                io.spawn(subscribe(
+                    Arc::downgrade(&tier),
+                    client,
+                    config.connect_timeout,
+                    stop_rx,
+                ));
             }
             _ => tracing::warn!(
                 target: "cache_runtime",
@@ -207,7 +302,14 @@ impl Tier {
         (ops.from_any)(&*entry.value)
     }
 
-    /// Keeps a copy of `value` for at most `ttl` (and `max_ttl`).
+    /// Notes the changes counted so far, before reading `key` from Redis;
+    /// [`Tier::insert`] keeps what was read only if none came since.
+    pub(crate) fn mark(&self, key: &str) -> Mark {
+        self.marks.mark(key)
+    }
+
+    /// Keeps a copy of `value` for at most `ttl` (and `max_ttl`), unless a
+    /// change that may cover `key` was counted since `since`.
     pub(crate) fn insert<T>(
         &self,
         key: &str,
@@ -215,8 +317,9 @@ impl Tier {
         ops: &LocalOps<T>,
         ttl: Duration,
         encoded_len: usize,
+        since: Mark,
     ) {
-        if !self.usable() {
+        if !self.usable() || self.marks.changed_since(since) {
             return;
         }
         let weight = (encoded_len as u64).max(self.min_weight);
@@ -228,9 +331,17 @@ impl Tier {
                 weight: u32::try_from(weight).unwrap_or(u32::MAX),
             },
         );
+        // A change counted between the check above and the insert may have
+        // dropped the key before the copy went in: take the copy out again.
+        // (`forget` counts before it drops, so one of the two sees the other.)
+        if !self.usable() || self.marks.changed_since(since) {
+            self.entries.invalidate(key);
+        }
     }
 
+    /// Drops the copies `change` covers, after counting it (see [`Marks`]).
     pub(crate) fn forget(&self, change: &Change) {
+        self.marks.count(change);
         match change {
             Change::Key(key) => self.entries.invalidate(key),
             Change::Prefix(prefix) => {
@@ -292,47 +403,199 @@ pub(crate) fn channel(key_prefix: &str) -> String {
     format!("{key_prefix}#invalidate")
 }
 
+impl Tier {
+    /// The subscription went up or down: either way, copies made before may
+    /// have missed messages, and so may reads in the air.
+    fn set_subscribed(&self, subscribed: bool) {
+        self.subscribed.store(subscribed, Ordering::SeqCst);
+        self.forget(&Change::All);
+    }
+}
+
+/// Why a subscription ended.
+enum Ended {
+    /// The tier is gone.
+    TierDropped,
+    /// The server closed the connection.
+    Closed,
+    Failed(redis::RedisError),
+    /// A health-check PING got no answer in time.
+    Silent(Duration),
+}
+
 /// Keeps the subscription to the invalidation channel; while it is down, the
 /// tier is empty and unused.
-async fn subscribe(tier: Weak<Tier>, client: redis::Client, mut stop: oneshot::Receiver<()>) {
+async fn subscribe(
+    tier: Weak<Tier>,
+    client: redis::Client,
+    ping_timeout: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
     let mut backoff = Duration::from_millis(25);
     loop {
-        let Some(channel) = tier.upgrade().map(|tier| tier.channel.clone()) else {
-            return;
-        };
-        let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            if let Some(tier) = tier.upgrade() {
-                // Copies from before the subscription may have missed messages.
-                tier.entries.invalidate_all();
-                tier.subscribed.store(true, Ordering::Release);
-            }
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Some(tier) = tier.upgrade() else {
-                    return Ok(());
-                };
-                if let Ok(text) = message.get_payload::<String>() {
-                    tier.receive(&text);
-                }
-            }
-            redis::RedisResult::Ok(())
-        };
-        tokio::select! {
+        let ended = tokio::select! {
             _ = &mut stop => return,
-            _ = session => {}
-        }
+            ended = session(&tier, &client, ping_timeout) => ended,
+        };
         let Some(strong) = tier.upgrade() else {
             return;
         };
-        strong.subscribed.store(false, Ordering::Release);
-        strong.entries.invalidate_all();
+        let was_subscribed = strong.usable();
+        strong.set_subscribed(false);
+        let why = match ended {
+            Ended::TierDropped => return,
+            Ended::Closed => "the connection was closed".to_owned(),
+            Ended::Failed(error) => error.to_string(),
+            Ended::Silent(timeout) => format!("a PING got no answer within {timeout:?}"),
+        };
+        strong.incidents.warn(Incident::Subscribe, || {
+            let state = if was_subscribed {
+                "lost"
+            } else {
+                "cannot subscribe"
+            };
+            format!(
+                "the local tier's invalidation channel `{}`: {state} ({why}); the local tier is emptied and bypassed until it is subscribed again",
+                strong.channel
+            )
+        });
         drop(strong);
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// One subscription, from connecting to its end.
+async fn session(tier: &Weak<Tier>, client: &redis::Client, ping_timeout: Duration) -> Ended {
+    let Some((channel, interval)) = tier
+        .upgrade()
+        .map(|tier| (tier.channel.clone(), tier.settings.health_check_interval))
+    else {
+        return Ended::TierDropped;
+    };
+    let mut pubsub = match client.get_async_pubsub().await {
+        Ok(pubsub) => pubsub,
+        Err(error) => return Ended::Failed(error),
+    };
+    if let Err(error) = pubsub.subscribe(&channel).await {
+        return Ended::Failed(error);
+    }
+    match tier.upgrade() {
+        Some(tier) => {
+            let was_subscribed = tier.usable();
+            tier.set_subscribed(true);
+            if !was_subscribed {
+                tier.incidents.recovered(|| {
+                    format!("the local tier's invalidation channel `{channel}` is subscribed")
+                });
+            }
+        }
+        None => return Ended::TierDropped,
+    }
+    let (mut sink, mut messages) = pubsub.split();
+    let mut health_check = tokio::time::interval(interval);
+    health_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health_check.reset();
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else {
+                    return Ended::Closed;
+                };
+                let Some(tier) = tier.upgrade() else {
+                    return Ended::TierDropped;
+                };
+                if let Ok(text) = message.get_payload::<String>() {
+                    tier.receive(&text);
+                }
+            }
+            _ = health_check.tick() => {
+                match tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return Ended::Failed(error),
+                    Err(_) => return Ended::Silent(ping_timeout),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tier as if subscribed, without Redis: its messages are fed by hand.
+    fn subscribed_tier() -> Arc<Tier> {
+        let config = crate::config::CacheBuilder::default()
+            .into_config()
+            .expect("the default configuration is valid");
+        let tier = Tier::start(&config, None);
+        tier.subscribed.store(true, Ordering::SeqCst);
+        tier
+    }
+
+    fn ops() -> LocalOps<u32> {
+        Probe::<u32>::new()
+            .local_ops()
+            .expect("u32 is Clone + Send + Sync")
+    }
+
+    fn keep(tier: &Tier, key: &str, value: u32, since: Mark) -> Option<u32> {
+        let ops = ops();
+        tier.insert(key, &value, &ops, Duration::from_secs(60), 8, since);
+        tier.get(key, &ops, Instant::now())
+    }
+
+    #[test]
+    fn a_read_that_crossed_a_message_about_its_key_is_not_kept() {
+        let tier = subscribed_tier();
+        let since = tier.mark("user:1");
+        tier.receive("k elsewhere user:1");
+        assert_eq!(keep(&tier, "user:1", 1, since), None);
+        assert_eq!(keep(&tier, "user:1", 2, tier.mark("user:1")), Some(2));
+    }
+
+    #[test]
+    fn a_message_about_a_key_in_another_stripe_spoils_no_read() {
+        let tier = subscribed_tier();
+        let other = (0..)
+            .map(|n| format!("user:{n}"))
+            .find(|key| Marks::stripe(key) != Marks::stripe("user:1"))
+            .expect("keys spread over stripes");
+        let since = tier.mark("user:1");
+        tier.receive(&format!("k elsewhere {other}"));
+        assert_eq!(keep(&tier, "user:1", 1, since), Some(1));
+    }
+
+    #[test]
+    fn a_prefix_a_tag_or_the_subscription_spoils_every_read() {
+        let tier = subscribed_tier();
+        for spoil in [
+            &|tier: &Tier| tier.receive("p elsewhere order:"),
+            &|tier: &Tier| tier.receive("a elsewhere "),
+            &|tier: &Tier| tier.set_subscribed(true),
+        ] as [&dyn Fn(&Tier); 3]
+        {
+            let since = tier.mark("user:1");
+            spoil(&tier);
+            assert_eq!(keep(&tier, "user:1", 1, since), None);
+        }
+    }
+
+    #[test]
+    fn this_processs_own_messages_are_ignored() {
+        let tier = subscribed_tier();
+        let since = tier.mark("user:1");
+        tier.receive(&format!("k {} user:1", tier.instance));
+        assert_eq!(keep(&tier, "user:1", 1, since), Some(1));
+    }
+
+    #[test]
+    fn max_ttl_is_capped_rather_than_overflowing() {
+        let settings = LocalTier::new().max_ttl(Duration::MAX);
+        assert_eq!(settings.max_ttl, LONGEST_MAX_TTL);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, LocalTier, Outcome, cache_put, redis_cached, track_outcome};
-use cache_tests::{Calls, RedisServer, eventually};
+use cache_tests::{Calls, RedisServer, StallingProxy, eventually};
 use redis::Commands;
 
 #[redis_cached(key = "local:{id}", ttl = 60, local = true, cache = cache)]
@@ -23,7 +23,11 @@ async fn outcome_of(cache: &Cache, calls: &Calls, id: u32) -> Option<Outcome> {
 
 /// A cache whose local tier is subscribed (it is bypassed until then).
 async fn local_cache(server: &RedisServer, tier: LocalTier) -> Cache {
-    let cache = server.cache_builder().local_tier(tier).build().unwrap();
+    subscribed(server.cache_builder().local_tier(tier).build().unwrap()).await
+}
+
+/// `cache`, once its local tier is subscribed.
+async fn subscribed(cache: Cache) -> Cache {
     let calls = Calls::default();
     let ready = eventually(Duration::from_secs(5), || async {
         local(&cache, &calls, 999_999).await;
@@ -326,4 +330,141 @@ async fn a_failed_eviction_still_drops_the_local_copy() {
     let before = calls.get();
     local(&cache, &calls, 8).await;
     assert_eq!(calls.get(), before + 1, "the local copy was not used");
+}
+
+#[redis_cached(key = "plain:{id}", ttl = 60, cache = cache)]
+async fn plain(cache: &Cache, calls: &Calls, id: u32) -> Vec<u32> {
+    calls.bump();
+    vec![id]
+}
+
+#[tokio::test]
+async fn the_builders_switch_puts_every_function_in_the_local_tier() {
+    let server = RedisServer::start();
+    let calls = Calls::default();
+    let every_function = local_cache(&server, LocalTier::new().for_all_functions(true)).await;
+    plain(&every_function, &calls, 1).await;
+    assert_eq!(
+        track_outcome(plain(&every_function, &calls, 1)).await.1,
+        Some(Outcome::Local)
+    );
+
+    // Without it, a function without `local = true` reads Redis every time.
+    let only_marked = local_cache(&server, LocalTier::new()).await;
+    plain(&only_marked, &calls, 2).await;
+    assert_eq!(
+        track_outcome(plain(&only_marked, &calls, 2)).await.1,
+        Some(Outcome::Hit)
+    );
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
+    let server = RedisServer::start();
+    let cache = subscribed(
+        server
+            .cache_builder()
+            .deadline(Duration::from_millis(100))
+            .connect_timeout(Duration::from_millis(300))
+            .local_tier(LocalTier::new().health_check_interval(Duration::from_millis(100)))
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let calls = Calls::default();
+    local(&cache, &calls, 4).await;
+    assert_eq!(outcome_of(&cache, &calls, 4).await, Some(Outcome::Local));
+
+    // A stalled server closes nothing: only the subscription's health check
+    // can tell that messages may be lost.
+    server.pause();
+    let bypassed = eventually(Duration::from_secs(10), || async {
+        outcome_of(&cache, &calls, 4).await != Some(Outcome::Local)
+    })
+    .await;
+    server.resume();
+    assert!(
+        bypassed.is_some(),
+        "the local tier kept serving while its subscription could not answer"
+    );
+
+    // Once the server answers, the tier subscribes again and serves again.
+    let back = eventually(Duration::from_secs(10), || async {
+        local(&cache, &calls, 4).await;
+        outcome_of(&cache, &calls, 4).await == Some(Outcome::Local)
+    })
+    .await;
+    assert!(back.is_some(), "the local tier never came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_message_that_may_be_lost_is_sent_again() {
+    let server = RedisServer::start();
+    let reader = local_cache(&server, LocalTier::new()).await;
+    let proxy = StallingProxy::start(server.port(), b"PUBLISH").await;
+    let writer = Cache::builder()
+        .url(proxy.url())
+        .deadline(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    local(&reader, &calls, 6).await;
+    assert_eq!(outcome_of(&reader, &calls, 6).await, Some(Outcome::Local));
+
+    // The write reaches Redis; its message never does.
+    writer
+        .set("local:6", &vec![60u32], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(proxy.stalled(), 1, "the PUBLISH was not stalled");
+
+    // The writer parks the key and retries in the background: it unlinks
+    // the key and announces it again, and the reader drops its copy.
+    let dropped = eventually(Duration::from_secs(10), || async {
+        outcome_of(&reader, &calls, 6).await != Some(Outcome::Local)
+    })
+    .await;
+    assert!(
+        dropped.is_some(),
+        "the reader kept its copy of a value written elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn a_user_refused_the_channel_still_caches_in_redis() {
+    let server = RedisServer::start();
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "app",
+                "on",
+                ">secret",
+                "~*",
+                "+@all",
+                "resetchannels",
+            ][..],
+        )
+        .query(&mut server.client())
+        .unwrap();
+    let cache = Cache::builder()
+        .url(format!("redis://app:secret@127.0.0.1:{}", server.port()))
+        .deadline(Duration::from_secs(1))
+        .local_tier(LocalTier::new())
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+
+    // Redis refuses the write's PUBLISH (NOPERM): no retry would help, so
+    // nothing is parked, and lookups go on.
+    put_local(&cache, 7, vec![70]).await;
+    assert_eq!(
+        track_outcome(local(&cache, &calls, 7)).await,
+        (vec![70], Some(Outcome::Hit))
+    );
+    // Nor can it subscribe: its local tier stays off, and Redis answers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(outcome_of(&cache, &calls, 7).await, Some(Outcome::Hit));
+    assert_eq!(calls.get(), 0);
 }
