@@ -4,14 +4,18 @@
 //! The blog post timed `getUsers()`, its cached "all users" query, twice:
 //! 45 861 ms the first time (MySQL), 5 ms the second (Redis). This times our
 //! equivalent, [`Repo::list_users`], the same way, a few times over, and
-//! reports medians. It calls the repository directly, not over HTTP, so the
-//! figures are the cache's and the database's, without JSON encoding of the
-//! response or the network.
+//! reports medians: first by calling the repository directly (the cache's
+//! and the database's figures alone), then as a browser would, `GET /users`
+//! over HTTP from an in-process server, timed to the response's last byte
+//! (with the JSON encoding of the response and the loopback transfer).
 
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use actix_web::{App, HttpServer, web};
 use cache_runtime::{Outcome, track_outcome};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::repo::{Repo, RepoError};
 
@@ -28,6 +32,12 @@ pub struct Measurement {
     pub second: Vec<Duration>,
     /// The third access: a hit in this process's local tier.
     pub local: Vec<Duration>,
+    /// `GET /users` over HTTP, the first access: a miss.
+    pub http_first: Vec<Duration>,
+    /// `GET /users` over HTTP, the second access: a local-tier hit.
+    pub http_second: Vec<Duration>,
+    /// The size of the `/users` response body.
+    pub http_bytes: usize,
 }
 
 /// Why the benchmark could not measure.
@@ -36,13 +46,15 @@ pub enum BenchError {
     Database(RepoError),
     /// The cache did not behave as the measurement needs.
     Cache(String),
+    /// The in-process HTTP server or the request to it failed.
+    Http(String),
 }
 
 impl std::fmt::Display for BenchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BenchError::Database(error) => write!(f, "{error}"),
-            BenchError::Cache(message) => f.write_str(message),
+            BenchError::Cache(message) | BenchError::Http(message) => f.write_str(message),
         }
     }
 }
@@ -55,9 +67,16 @@ impl From<RepoError> for BenchError {
     }
 }
 
-/// Runs `runs` rounds of: the query alone; the first access; the second.
-pub async fn measure(repo: &Repo, runs: usize) -> Result<Measurement, BenchError> {
+/// Runs `runs` rounds of: the query alone; the first access; the second;
+/// the third; then `runs` rounds of the first and second access over HTTP.
+pub async fn measure(repo: web::Data<Repo>, runs: usize) -> Result<Measurement, BenchError> {
     let mut m = Measurement::default();
+    measure_calls(&repo, runs, &mut m).await?;
+    measure_http(repo, runs, &mut m).await?;
+    Ok(m)
+}
+
+async fn measure_calls(repo: &Repo, runs: usize, m: &mut Measurement) -> Result<(), BenchError> {
     for _ in 0..runs {
         let started = Instant::now();
         let users = repo.db().fetch_all_users().await.map_err(RepoError::from)?;
@@ -107,7 +126,78 @@ pub async fn measure(repo: &Repo, runs: usize) -> Result<Measurement, BenchError
             )));
         }
     }
-    Ok(m)
+    Ok(())
+}
+
+/// `GET /users` twice per round, over HTTP from a server in this process
+/// with the app's routes: a miss after the list's eviction, then a hit.
+async fn measure_http(
+    repo: web::Data<Repo>,
+    runs: usize,
+    m: &mut Measurement,
+) -> Result<(), BenchError> {
+    let cache = repo.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(repo.clone())
+            .configure(crate::routes::configure)
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .map_err(|error| BenchError::Http(format!("cannot start the HTTP server: {error}")))?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    let result = async {
+        for _ in 0..runs {
+            cache.list_users_invalidate().await.map_err(|error| {
+                BenchError::Cache(format!(
+                    "Redis is needed to measure the cache, and it failed: {error}"
+                ))
+            })?;
+            let (elapsed, bytes) = get_users(addr, "MISS").await?;
+            m.http_first.push(elapsed);
+            m.http_bytes = bytes;
+            let (elapsed, _) = get_users(addr, "HIT").await?;
+            m.http_second.push(elapsed);
+        }
+        Ok(())
+    }
+    .await;
+    handle.stop(true).await;
+    result
+}
+
+/// One `GET /users` on a new connection, timed from the connect to the last
+/// byte; checks the status and the `X-Cache` header. Returns the body's size.
+async fn get_users(addr: SocketAddr, x_cache: &str) -> Result<(Duration, usize), BenchError> {
+    let http = |error: std::io::Error| BenchError::Http(format!("GET /users: {error}"));
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(http)?;
+    stream
+        .write_all(b"GET /users HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(http)?;
+    let mut response = Vec::with_capacity(8 << 20);
+    stream.read_to_end(&mut response).await.map_err(http)?;
+    let elapsed = started.elapsed();
+    let head_end = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| BenchError::Http("GET /users: no complete response".to_owned()))?;
+    let head = String::from_utf8_lossy(&response[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        return Err(BenchError::Http(format!("GET /users answered {status}")));
+    }
+    let expected = format!("x-cache: {}", x_cache.to_ascii_lowercase());
+    if !head.lines().any(|line| line == expected) {
+        return Err(BenchError::Cache(format!(
+            "GET /users should have been a {x_cache}, but its headers say otherwise:\n{head}"
+        )));
+    }
+    Ok((elapsed, response.len() - head_end - 4))
 }
 
 /// The table `demo-app bench` prints.
@@ -146,6 +236,34 @@ pub fn render(m: &Measurement) -> String {
         out,
         "third access (local tier): {local_ratio:.0}x faster than the first."
     );
+    if !m.http_first.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nGET /users over HTTP ({:.1} MB of JSON), to the last byte:",
+            m.http_bytes as f64 / 1e6
+        );
+        let rows = [
+            ("first access (miss)", &m.http_first),
+            ("second access (hit: local tier)", &m.http_second),
+        ];
+        for (label, times) in rows {
+            let mut sorted = times.clone();
+            sorted.sort();
+            let _ = writeln!(
+                out,
+                "{label:<48}{:>12}{:>12}{:>12}",
+                ms(median(&sorted)),
+                ms(sorted.first().copied().unwrap_or_default()),
+                ms(sorted.last().copied().unwrap_or_default()),
+            );
+        }
+        let http_ratio = median_of(&m.http_first).as_secs_f64()
+            / median_of(&m.http_second).as_secs_f64().max(1e-9);
+        let _ = writeln!(
+            out,
+            "over HTTP, the second access is {http_ratio:.1}x faster than the first."
+        );
+    }
     let _ = writeln!(
         out,
         "the blog post, MySQL + Redis in 2015: 45861 ms, then 5 ms (9172x)."
@@ -189,6 +307,9 @@ mod tests {
             first: vec![ms(300), ms(200), ms(250), ms(400)],
             second: vec![ms(20), ms(30), ms(10), ms(40)],
             local: vec![ms(1), ms(1), ms(1), ms(1)],
+            http_first: vec![ms(300), ms(320), ms(310)],
+            http_second: vec![ms(10), ms(9), ms(11)],
+            http_bytes: 6_800_000,
         };
         let table = render(&m);
         assert!(table.contains("100.0 ms"), "{table}");
@@ -199,5 +320,10 @@ mod tests {
         assert!(table.contains("25.0 ms"), "{table}");
         assert!(table.contains("11.0x faster"), "{table}");
         assert!(table.contains("275x faster than the first"), "{table}");
+        assert!(table.contains("(6.8 MB of JSON)"), "{table}");
+        assert!(
+            table.contains("over HTTP, the second access is 31.0x faster"),
+            "{table}"
+        );
     }
 }

@@ -142,7 +142,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
                 repo.db().backend(),
                 cache_runtime::redact_url(&redis_url),
             );
-            let measurement = bench::measure(&repo, runs).await?;
+            let measurement = bench::measure(web::Data::new(repo), runs).await?;
             println!("{} users, {runs} runs\n", measurement.users);
             print!("{}", bench::render(&measurement));
         }

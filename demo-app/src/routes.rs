@@ -7,6 +7,7 @@
 //! `{"error": "…"}` with a 4xx status; a 5xx means the database failed.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, PathError};
@@ -29,7 +30,8 @@ use crate::repo::{NewUser, Repo, RepoError, User};
 /// # }
 /// ```
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PathConfig::default().error_handler(bad_path))
+    cfg.app_data(web::Data::new(EncodedUsers::default()))
+        .app_data(web::PathConfig::default().error_handler(bad_path))
         .app_data(web::JsonConfig::default().error_handler(bad_json))
         .service(
             web::resource("/")
@@ -64,8 +66,49 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /users`: the whole table, the blog post's query.
-async fn list_users(repo: web::Data<Repo>) -> HttpResponse {
-    cached_read(repo.list_users(), |users| HttpResponse::Ok().json(users)).await
+async fn list_users(repo: web::Data<Repo>, encoded: web::Data<EncodedUsers>) -> HttpResponse {
+    cached_read(repo.list_users(), |users| match encoded.body(&users) {
+        Ok(body) => HttpResponse::Ok()
+            .content_type(header::ContentType::json())
+            .body(body),
+        Err(error) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the users: {error}"),
+        )
+        .error_response(),
+    })
+    .await
+}
+
+/// The last `/users` body, and the list it encodes.
+///
+/// A local-tier hit hands out the very `Arc` it kept, until a write evicts
+/// the list: the same list, so the same JSON. Encoding 100 000 users takes
+/// longer than everything else a hit does (about 20 ms against 12 µs), so
+/// the body is encoded once per list rather than once per request. The
+/// `Weak` keeps the list's allocation, so no later list can reuse its
+/// address and pass for it.
+#[derive(Default)]
+pub struct EncodedUsers(Mutex<Option<(Weak<Vec<User>>, web::Bytes)>>);
+
+impl EncodedUsers {
+    fn body(&self, users: &Arc<Vec<User>>) -> serde_json::Result<web::Bytes> {
+        if let Some((list, body)) = &*self.lock()
+            && Weak::ptr_eq(list, &Arc::downgrade(users))
+        {
+            return Ok(body.clone());
+        }
+        // Encoded outside the lock: requests for other lists need not wait.
+        let body = web::Bytes::from(serde_json::to_vec(&**users)?);
+        *self.lock() = Some((Arc::downgrade(users), body.clone()));
+        Ok(body)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Weak<Vec<User>>, web::Bytes)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// `GET /users/{id}`
