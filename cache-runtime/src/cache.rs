@@ -30,6 +30,8 @@ struct Inner {
     connection: Connection,
     flights: Arc<Flights>,
     parked: crate::invalidate::Parked,
+    /// Invalidation messages that may not have reached Redis.
+    owed_messages: crate::local::OwedMessages,
     local: std::sync::OnceLock<Arc<crate::local::Tier>>,
 }
 
@@ -73,6 +75,7 @@ impl Cache {
                 connection,
                 flights: Arc::default(),
                 parked: Default::default(),
+                owed_messages: Default::default(),
                 local: std::sync::OnceLock::new(),
             }),
         };
@@ -125,6 +128,7 @@ impl Cache {
                             config: fallback,
                             flights: Arc::default(),
                             parked: Default::default(),
+                            owed_messages: Default::default(),
                             local: std::sync::OnceLock::new(),
                         }),
                     }
@@ -194,7 +198,7 @@ impl Cache {
         }
         let full_key = self.full_key(key);
         self.send_set(&full_key, &bytes, ttl).await?;
-        self.announce_write(full_key).await;
+        self.announce(crate::local::Change::Key(full_key)).await;
         Ok(())
     }
 
@@ -206,7 +210,7 @@ impl Cache {
         self.flights().evicted(&change);
         self.forget_local(&change);
         let value = self.send(redis::cmd("DEL").arg(&full_key)).await?;
-        self.announce_write(full_key).await;
+        self.announce(crate::local::Change::Key(full_key)).await;
         Ok(matches!(value, redis::Value::Int(n) if n > 0))
     }
 
@@ -263,54 +267,97 @@ impl Cache {
     /// Tells this process's local tier, and through the invalidation channel
     /// every other process's, that `change` happened in Redis.
     ///
-    /// Fails only when the message may not have reached Redis (the
-    /// connection failed, or the deadline passed): the caller then parks the
-    /// change as a failed eviction, whose replay publishes it again. Redis
-    /// refusing it (`NOPERM` for a user without the channel) is logged
-    /// instead, since no retry would help: other processes' local tiers then
-    /// keep their copies until their TTL (`LocalTier::max_ttl` at most).
-    pub(crate) async fn announce(&self, change: crate::local::Change) -> Result<(), CacheError> {
-        let message = match self.inner.local.get() {
+    /// A message that may not have reached Redis (the connection failed, the
+    /// deadline passed, or the server answered with a transient error such
+    /// as `LOADING` or `CLUSTERDOWN`) is owed, and sent again in the
+    /// background until Redis takes it. One Redis refuses (`NOPERM` for a
+    /// user without the channel, `ERR`) is logged instead, since sending it
+    /// again would not help: other processes' local tiers then keep their
+    /// copies until their TTL (`LocalTier::max_ttl` at most).
+    pub(crate) async fn announce(&self, change: crate::local::Change) {
+        let (message, everything) = match self.inner.local.get() {
             Some(tier) => {
                 tier.forget(&change);
-                tier.message(&change)
+                (
+                    tier.message(&change),
+                    tier.message(&crate::local::Change::All),
+                )
             }
             // No local tier here: others may have one.
-            None => change.message("-"),
+            None => (change.message("-"), crate::local::Change::All.message("-")),
         };
         let channel = crate::local::channel(&self.inner.config.key_prefix);
         match self
-            .send(redis::cmd("PUBLISH").arg(&channel).arg(message))
+            .send(redis::cmd("PUBLISH").arg(&channel).arg(&message))
             .await
         {
-            Ok(_) => Ok(()),
-            Err(CacheError::Redis(error)) if !crate::connection::is_connection_failure(&error) => {
+            Ok(_) => {}
+            Err(CacheError::Redis(error)) if matches!(error.code(), Some("NOPERM" | "ERR")) => {
                 self.incidents().warn(Incident::Announce, || {
                     format!(
                         "Redis refused an invalidation message on `{channel}`: {}; other processes' local copies live until their TTL",
                         self.scrub(&error)
                     )
                 });
-                Ok(())
             }
-            Err(error) => Err(error),
+            Err(error) => {
+                self.incidents().warn(Incident::Announce, || {
+                    format!(
+                        "an invalidation message on `{channel}` may not have reached Redis: {}; it is sent again in the background",
+                        self.scrub(&error)
+                    )
+                });
+                self.owe(message, everything);
+            }
         }
     }
 
-    /// [`Cache::announce`] after a write to `full_key`: if the message may
-    /// not have gone out, the key is parked as a failed eviction, so that it
-    /// is unlinked and announced again once Redis answers. That costs one
-    /// miss; the alternative is other processes serving the old value.
-    pub(crate) async fn announce_write(&self, full_key: String) {
-        let change = crate::local::Change::Key(full_key.clone());
-        if let Err(error) = self.announce(change).await {
-            self.incidents().warn(Incident::Announce, || {
-                format!(
-                    "the invalidation message for `{full_key}` may not have been sent: {}; the key is unlinked and announced again in the background",
-                    self.scrub(&error)
-                )
-            });
-            crate::invalidate::park(self, vec![crate::invalidate::Target::Key(full_key)]);
+    /// Owes an invalidation message, and makes sure a task sends the
+    /// messages owed.
+    fn owe(&self, message: String, everything: String) {
+        let owed = &self.inner.owed_messages;
+        if !owed.owe(message, everything) {
+            return;
+        }
+        let Ok(io) = crate::connection::io_runtime() else {
+            owed.stopped();
+            return;
+        };
+        let cache = self.clone();
+        io.spawn(async move { cache.send_owed_messages().await });
+    }
+
+    /// Sends the messages owed, in one pipeline per attempt, backing off
+    /// from 50 ms to 1 s while Redis fails, until none is owed.
+    async fn send_owed_messages(&self) {
+        let owed = &self.inner.owed_messages;
+        let channel = crate::local::channel(&self.inner.config.key_prefix);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            tokio::time::sleep(backoff).await;
+            let batch = owed.batch();
+            let mut pipeline = redis::pipe();
+            for message in &batch {
+                pipeline.cmd("PUBLISH").arg(&channel).arg(message);
+            }
+            // Replies that are errors are refusals, as in `announce`: they
+            // are not sent again.
+            if self
+                .inner
+                .connection
+                .send_pipeline(&pipeline)
+                .await
+                .is_err()
+            {
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            if owed.sent(&batch) {
+                self.incidents()
+                    .recovered(|| format!("owed invalidation messages on `{channel}` sent"));
+                return;
+            }
+            backoff = Duration::from_millis(50);
         }
     }
 
@@ -457,11 +504,20 @@ impl Cache {
     }
 
     pub(crate) async fn send_get(&self, full_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let value = self
+        let value = match self
             .inner
             .connection
             .send(redis::cmd("GET").arg(full_key))
-            .await?;
+            .await
+        {
+            Ok(value) => value,
+            // A key of another Redis type (a list, a hash…): an entry that
+            // does not decode, which the next store overwrites.
+            Err(CacheError::Redis(error)) if error.code() == Some("WRONGTYPE") => {
+                return Ok(Some(Vec::new()));
+            }
+            Err(error) => return Err(error),
+        };
         Ok(match value {
             redis::Value::BulkString(bytes) => Some(bytes),
             redis::Value::Nil => None,

@@ -31,7 +31,7 @@ use crate::cache::{Cache, Lookup};
 use crate::codec;
 use crate::flight::{self, FlightState, Joined, LeaderGuard};
 use crate::incident::Incident;
-use crate::local::{LocalOps, Mark, Tier};
+use crate::local::{Change, LocalOps, Mark, Tier};
 use crate::lock::{HeldLock, LockAttempt};
 use crate::metrics::CallSite;
 
@@ -791,7 +791,7 @@ where
                 StoreOutcome::Failed => site.record_error(),
                 // Local copies elsewhere end with the old value's freshness
                 // anyway; the message spares them clock skew between hosts.
-                StoreOutcome::Stored => cache.announce_write(key.key).await,
+                StoreOutcome::Stored => cache.announce(Change::Key(key.key)).await,
                 StoreOutcome::NotStored => {}
             }
             if let Some(lock) = held {
@@ -826,7 +826,7 @@ where
             site.record_error();
         }
         // Other processes' local copies hold the value this one replaced.
-        cache.announce_write(key).await;
+        cache.announce(Change::Key(key)).await;
     }
     result
 }

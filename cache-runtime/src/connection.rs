@@ -686,7 +686,7 @@ impl Shared {
 }
 
 /// Errors that mean the connection itself is broken, not just this command.
-pub(crate) fn is_connection_failure(error: &RedisError) -> bool {
+fn is_connection_failure(error: &RedisError) -> bool {
     error.is_unrecoverable_error()
         || error.is_io_error()
         || error.is_connection_dropped()
@@ -732,10 +732,11 @@ async fn supervise(shared: Arc<Shared>, guard: LaneGuard, stop: watch::Receiver<
             return;
         }
         guard.lane.set_state(State::Down);
-        tracing::error!(
-            target: "cache_runtime",
-            "the cache's connection task on its I/O thread panicked; calls run uncached until it has restarted and reconnected"
-        );
+        // Rate-limited: a panic that repeats would otherwise log every
+        // restart.
+        shared.incidents.warn(Incident::Connect, || {
+            "the cache's connection task on its I/O thread panicked; calls run uncached until it has restarted and reconnected".to_owned()
+        });
         tokio::select! {
             _ = stopped.changed() => return,
             _ = tokio::time::sleep(PANIC_RESTART_DELAY) => {}
@@ -856,9 +857,24 @@ const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 async fn answers_ping(connection: &mut RedisConnection, timeout: Duration) -> bool {
     matches!(
-        tokio::time::timeout(timeout, connection.send(&redis::cmd("PING"))).await,
-        Ok(Ok(_))
+        tokio::time::timeout(timeout, ping(connection)).await,
+        Ok(Ok(()))
     )
+}
+
+/// Sends PING. Any answer counts, an error reply included: an ACL user may
+/// be refused PING (it is in `@connection`), and the server still answered.
+async fn ping(connection: &mut RedisConnection) -> redis::RedisResult<()> {
+    match connection.send(&redis::cmd("PING")).await {
+        Err(error) if !is_server_reply(&error) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `error` is the server's answer (`-ERR …`, `-NOPERM …`), as
+/// opposed to the connection failing or a reply that could not be read.
+pub(crate) fn is_server_reply(error: &RedisError) -> bool {
+    error.code().is_some()
 }
 
 fn next_backoff(previous: Duration, max: Duration) -> Duration {
@@ -892,10 +908,7 @@ async fn connect(
                     .map_err(CacheError::Redis)?,
             ),
         };
-        connection
-            .send(&redis::cmd("PING"))
-            .await
-            .map_err(CacheError::Redis)?;
+        ping(&mut connection).await.map_err(CacheError::Redis)?;
         Ok(connection)
     })
     .await

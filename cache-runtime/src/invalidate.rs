@@ -22,8 +22,9 @@
 //! (20 ms, 100 ms apart) and returns the failure as the function's error.
 //! Other processes read Redis, which keeps the old value until a retry
 //! succeeds (if none ever does, until its TTL); their local copies go when
-//! the retry's invalidation message arrives. A message that may not have
-//! gone out (after a write as after an eviction) is itself parked this way.
+//! the retry's invalidation message arrives. An invalidation message that
+//! may not have gone out is not an eviction failure: it is owed and sent
+//! again on its own (see [`crate::local`]), without skipping lookups.
 //!
 //! **Transactions.** Inside [`deferred`], evictions are collected instead of
 //! sent; the caller applies them after the commit, or drops them on rollback.
@@ -221,7 +222,7 @@ impl Parked {
 }
 
 /// Parks failed evictions and makes sure a task replays them.
-pub(crate) fn park(cache: &Cache, targets: Vec<Target>) {
+fn park(cache: &Cache, targets: Vec<Target>) {
     let parked = cache.parked();
     {
         let mut waiting = parked.lock();
@@ -313,16 +314,14 @@ async fn evict_once(cache: &Cache, targets: &[Target]) -> Result<(), CacheError>
         .collect();
     if !keys.is_empty() {
         cache.send(redis::cmd("UNLINK").arg(&keys)).await?;
-        // A message that may not have gone out fails the eviction, which is
-        // then retried, message included.
         for key in keys {
-            cache.announce(Change::Key(key.to_owned())).await?;
+            cache.announce(Change::Key(key.to_owned())).await;
         }
     }
     for target in targets {
         if let Target::Tag(tag_key) = target {
             evict_tag_set(cache, tag_key).await?;
-            cache.announce(Change::All).await?;
+            cache.announce(Change::All).await;
         }
     }
     Ok(())
@@ -485,7 +484,7 @@ impl Cache {
         } else {
             self.scan_and_unlink(&pattern, None).await?
         };
-        self.announce(Change::Prefix(full_prefix)).await?;
+        self.announce(Change::Prefix(full_prefix)).await;
         Ok(evicted)
     }
 

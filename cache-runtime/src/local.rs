@@ -24,9 +24,13 @@
 //!   server): it is PINGed every [`LocalTier::health_check_interval`], and one
 //!   that does not answer within the connect timeout counts as dropped. A
 //!   copy made stale meanwhile lives at most that interval plus that timeout.
-//! - **A message cannot be sent** (the PUBLISH fails or misses its deadline):
-//!   the sender parks the key as a failed eviction, which is retried (unlink,
-//!   then publish again) until it succeeds; see [`crate::invalidate`].
+//! - **A message may not have gone out** (its PUBLISH failed or missed its
+//!   deadline): the sender owes it, and sends the messages it owes again in
+//!   the background, backing off up to once a second, until Redis takes
+//!   them; more than a thousand owed become one message that drops every
+//!   copy. Meanwhile the sender goes on using Redis, which holds the change.
+//!   Redis refusing the message (`NOPERM`, `ERR`) is only logged: such a
+//!   process cannot subscribe either, so its own tier stays off.
 //! - **A read crosses a message**: a value read from Redis is kept only if no
 //!   message about its key (or a prefix, a tag, or the subscription) arrived
 //!   between the read's start and its copy, so an old value read just before
@@ -200,7 +204,9 @@ struct Marks {
     stripes: [AtomicU64; MARK_STRIPES],
 }
 
-const MARK_STRIPES: usize = 64;
+/// Enough that a write to one key rarely spoils a read of another (a read
+/// spoiled is only a fill skipped: the next call reads Redis again).
+const MARK_STRIPES: usize = 1024;
 
 /// The changes counted when a read started; see [`Tier::mark`].
 #[derive(Debug, Clone, Copy)]
@@ -247,6 +253,9 @@ impl Tier {
             .max_capacity(settings.max_bytes)
             .weigher(|_key: &String, entry: &LocalEntry| entry.weight)
             .time_to_live(settings.max_ttl)
+            // For prefix evictions (`invalidate_entries_if`), which moka
+            // refuses otherwise.
+            .support_invalidation_closures()
             .build();
         let channel = channel(&config.key_prefix);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -333,7 +342,10 @@ impl Tier {
         );
         // A change counted between the check above and the insert may have
         // dropped the key before the copy went in: take the copy out again.
-        // (`forget` counts before it drops, so one of the two sees the other.)
+        // `forget` counts, then drops; this inserts, then reads the count.
+        // The fences (here and in `forget`) order each pair, so one of the
+        // two sees the other whatever orderings moka uses inside.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if !self.usable() || self.marks.changed_since(since) {
             self.entries.invalidate(key);
         }
@@ -342,13 +354,20 @@ impl Tier {
     /// Drops the copies `change` covers, after counting it (see [`Marks`]).
     pub(crate) fn forget(&self, change: &Change) {
         self.marks.count(change);
+        std::sync::atomic::fence(Ordering::SeqCst);
         match change {
             Change::Key(key) => self.entries.invalidate(key),
             Change::Prefix(prefix) => {
                 let prefix = prefix.clone();
-                let _ = self
+                if self
                     .entries
-                    .invalidate_entries_if(move |key, _| key.starts_with(&prefix));
+                    .invalidate_entries_if(move |key, _| key.starts_with(&prefix))
+                    .is_err()
+                {
+                    // Cannot happen with closures enabled at build; if it
+                    // did, dropping everything is still correct.
+                    self.entries.invalidate_all();
+                }
             }
             Change::All => self.entries.invalidate_all(),
         }
@@ -398,6 +417,73 @@ impl Change {
     }
 }
 
+/// Invalidation messages that may not have reached Redis (their `PUBLISH`
+/// failed, or missed its deadline), waiting to be sent again. Owing a
+/// message does not stop this process from using Redis: Redis already holds
+/// the change; only the other processes' local tiers are owed the news.
+#[derive(Default)]
+pub(crate) struct OwedMessages(std::sync::Mutex<Owed>);
+
+#[derive(Default)]
+struct Owed {
+    /// In the order they were owed; sent again in that order.
+    messages: Vec<String>,
+    /// Whether a task is sending them.
+    replaying: bool,
+}
+
+/// The most messages owed; past it, one message that drops every local copy
+/// stands for them all.
+const MAX_OWED: usize = 1_000;
+
+impl OwedMessages {
+    /// Owes `message`, or, past [`MAX_OWED`], `everything` instead of all
+    /// the messages owed. Returns whether a task must start sending them.
+    pub(crate) fn owe(&self, message: String, everything: String) -> bool {
+        let mut owed = self.lock();
+        owed.messages.push(message);
+        if owed.messages.len() > MAX_OWED {
+            owed.messages = vec![everything];
+        }
+        !std::mem::replace(&mut owed.replaying, true)
+    }
+
+    /// The messages to send now.
+    pub(crate) fn batch(&self) -> Vec<String> {
+        self.lock().messages.clone()
+    }
+
+    /// `batch` went out: forgets it. Returns whether nothing is owed any
+    /// more, in which case the sending task ends (and the next message owed
+    /// starts another).
+    pub(crate) fn sent(&self, batch: &[String]) -> bool {
+        let mut owed = self.lock();
+        // Messages are only appended, unless too many were replaced by one
+        // for everything, which has not gone out yet: then keep it. Never
+        // forget a message by its text alone: the same text owed again after
+        // the batch was read may be news the batch did not carry.
+        if owed.messages.starts_with(batch) {
+            owed.messages.drain(..batch.len());
+        }
+        let done = owed.messages.is_empty();
+        if done {
+            owed.replaying = false;
+        }
+        done
+    }
+
+    /// No task could be started: the next message owed tries again.
+    pub(crate) fn stopped(&self) {
+        self.lock().replaying = false;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owed> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The invalidation channel of caches with this key prefix.
 pub(crate) fn channel(key_prefix: &str) -> String {
     format!("{key_prefix}#invalidate")
@@ -441,6 +527,10 @@ async fn subscribe(
             return;
         };
         let was_subscribed = strong.usable();
+        if was_subscribed {
+            // A subscription that worked: the next attempt starts quickly.
+            backoff = Duration::from_millis(25);
+        }
         strong.set_subscribed(false);
         let why = match ended {
             Ended::TierDropped => return,
@@ -514,7 +604,10 @@ async fn session(tier: &Weak<Tier>, client: &redis::Client, ping_timeout: Durati
             }
             _ = health_check.tick() => {
                 match tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await {
+                    // An error reply (PING refused to an ACL user) is an
+                    // answer too.
                     Ok(Ok(_)) => {}
+                    Ok(Err(error)) if crate::connection::is_server_reply(&error) => {}
                     Ok(Err(error)) => return Ended::Failed(error),
                     Err(_) => return Ended::Silent(ping_timeout),
                 }
@@ -591,6 +684,58 @@ mod tests {
         let since = tier.mark("user:1");
         tier.receive(&format!("k {} user:1", tier.instance));
         assert_eq!(keep(&tier, "user:1", 1, since), Some(1));
+    }
+
+    #[test]
+    fn a_prefix_message_drops_the_copies_under_it() {
+        let tier = subscribed_tier();
+        let ops = ops();
+        for key in ["order:1", "order:2", "user:1"] {
+            assert_eq!(keep(&tier, key, 1, tier.mark(key)), Some(1));
+        }
+        tier.receive("p elsewhere order:");
+        assert_eq!(tier.get("order:1", &ops, Instant::now()), None);
+        assert_eq!(tier.get("order:2", &ops, Instant::now()), None);
+        assert_eq!(tier.get("user:1", &ops, Instant::now()), Some(1));
+    }
+
+    fn message(n: usize) -> String {
+        format!("k me key:{n}")
+    }
+
+    #[test]
+    fn owed_messages_go_in_order_and_one_task_sends_them() {
+        let owed = OwedMessages::default();
+        assert!(
+            owed.owe(message(1), "a me ".into()),
+            "the first starts a task"
+        );
+        assert!(!owed.owe(message(2), "a me ".into()), "one task at a time");
+        let batch = owed.batch();
+        assert_eq!(batch, [message(1), message(2)]);
+        // Owed again while the batch is on its way: it may be news the batch
+        // did not carry, so it stays owed.
+        owed.owe(message(1), "a me ".into());
+        assert!(!owed.sent(&batch));
+        assert_eq!(owed.batch(), [message(1)]);
+        assert!(owed.sent(&[message(1)]), "nothing owed: the task ends");
+        assert!(
+            owed.owe(message(3), "a me ".into()),
+            "the next starts a task"
+        );
+    }
+
+    #[test]
+    fn too_many_owed_messages_become_one_for_everything() {
+        let owed = OwedMessages::default();
+        for n in 0..=MAX_OWED {
+            owed.owe(message(n), "a me ".into());
+        }
+        let batch = owed.batch();
+        assert_eq!(batch, ["a me "]);
+        // A batch read before the overflow is not what is owed any more.
+        assert!(!owed.sent(&[message(0)]));
+        assert!(owed.sent(&batch));
     }
 
     #[test]

@@ -373,8 +373,14 @@ async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
     )
     .await;
     let calls = Calls::default();
-    local(&cache, &calls, 4).await;
-    assert_eq!(outcome_of(&cache, &calls, 4).await, Some(Outcome::Local));
+    // Eventually: on a loaded machine, a store or a PING may miss these
+    // short deadlines.
+    let warm = eventually(Duration::from_secs(10), || async {
+        local(&cache, &calls, 4).await;
+        outcome_of(&cache, &calls, 4).await == Some(Outcome::Local)
+    })
+    .await;
+    assert!(warm.is_some(), "the key was never served locally");
 
     // A stalled server closes nothing: only the subscription's health check
     // can tell that messages may be lost.
@@ -419,10 +425,10 @@ async fn an_invalidation_message_that_may_be_lost_is_sent_again() {
         .unwrap();
     assert_eq!(proxy.stalled(), 1, "the PUBLISH was not stalled");
 
-    // The writer parks the key and retries in the background: it unlinks
-    // the key and announces it again, and the reader drops its copy.
+    // The writer owes the message and sends it again in the background; the
+    // reader drops its copy and reads the new value from Redis.
     let dropped = eventually(Duration::from_secs(10), || async {
-        outcome_of(&reader, &calls, 6).await != Some(Outcome::Local)
+        local(&reader, &calls, 6).await == [60]
     })
     .await;
     assert!(
@@ -431,6 +437,38 @@ async fn an_invalidation_message_that_may_be_lost_is_sent_again() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_eviction_drops_the_local_copies_under_it_everywhere() {
+    let server = RedisServer::start();
+    let reader = local_cache(&server, LocalTier::new()).await;
+    let calls = Calls::default();
+    for id in [11, 12] {
+        local(&reader, &calls, id).await;
+        assert_eq!(outcome_of(&reader, &calls, id).await, Some(Outcome::Local));
+    }
+
+    // From another process (here, another cache): the message drops them.
+    let writer = server.cache();
+    writer.invalidate_prefix("local:1").await.unwrap();
+    let dropped = eventually(Duration::from_secs(10), || async {
+        outcome_of(&reader, &calls, 11).await != Some(Outcome::Local)
+    })
+    .await;
+    assert!(
+        dropped.is_some(),
+        "a copy outlived another process's prefix eviction"
+    );
+    assert_ne!(outcome_of(&reader, &calls, 12).await, Some(Outcome::Local));
+
+    // In this process: at once.
+    assert_eq!(outcome_of(&reader, &calls, 12).await, Some(Outcome::Local));
+    reader.invalidate_prefix("local:12").await.unwrap();
+    assert_eq!(outcome_of(&reader, &calls, 12).await, Some(Outcome::Miss));
+}
+
+/// An ACL user refused the invalidation channel, and PING too (it is in
+/// `@connection`, which restrictive roles leave out): a refused PING still
+/// proves the server answers.
 #[tokio::test]
 async fn a_user_refused_the_channel_still_caches_in_redis() {
     let server = RedisServer::start();
@@ -443,6 +481,7 @@ async fn a_user_refused_the_channel_still_caches_in_redis() {
                 ">secret",
                 "~*",
                 "+@all",
+                "-ping",
                 "resetchannels",
             ][..],
         )
@@ -456,15 +495,17 @@ async fn a_user_refused_the_channel_still_caches_in_redis() {
         .unwrap();
     let calls = Calls::default();
 
-    // Redis refuses the write's PUBLISH (NOPERM): no retry would help, so
-    // nothing is parked, and lookups go on.
+    // Nor can it subscribe (give it time to try): its local tier stays
+    // off, and every call asks Redis.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Redis refuses the write's PUBLISH (NOPERM): nothing to send again,
+    // and lookups go on.
     put_local(&cache, 7, vec![70]).await;
-    assert_eq!(
-        track_outcome(local(&cache, &calls, 7)).await,
-        (vec![70], Some(Outcome::Hit))
-    );
-    // Nor can it subscribe: its local tier stays off, and Redis answers.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(outcome_of(&cache, &calls, 7).await, Some(Outcome::Hit));
+    for _ in 0..2 {
+        assert_eq!(
+            track_outcome(local(&cache, &calls, 7)).await,
+            (vec![70], Some(Outcome::Hit))
+        );
+    }
     assert_eq!(calls.get(), 0);
 }
