@@ -227,17 +227,7 @@ pub fn render(m: &Measurement) -> String {
         ("second access (hit: Redis GET)", &m.second),
         ("third access (hit: local tier)", &m.local),
     ];
-    for (label, times) in rows {
-        let mut sorted = times.clone();
-        sorted.sort();
-        let _ = writeln!(
-            out,
-            "{label:<48}{:>12}{:>12}{:>12}",
-            ms(median(&sorted)),
-            ms(sorted.first().copied().unwrap_or_default()),
-            ms(sorted.last().copied().unwrap_or_default()),
-        );
-    }
+    write_rows(&mut out, &rows);
     let first = median_of(&m.first);
     let second = median_of(&m.second);
     let ratio = first.as_secs_f64() / second.as_secs_f64().max(1e-9);
@@ -263,17 +253,7 @@ pub fn render(m: &Measurement) -> String {
             ("first access (miss)", &m.http_first),
             ("second access (hit: local tier)", &m.http_second),
         ];
-        for (label, times) in rows {
-            let mut sorted = times.clone();
-            sorted.sort();
-            let _ = writeln!(
-                out,
-                "{label:<48}{:>12}{:>12}{:>12}",
-                ms(median(&sorted)),
-                ms(sorted.first().copied().unwrap_or_default()),
-                ms(sorted.last().copied().unwrap_or_default()),
-            );
-        }
+        write_rows(&mut out, &rows);
         let http_ratio = median_of(&m.http_first).as_secs_f64()
             / median_of(&m.http_second).as_secs_f64().max(1e-9);
         let _ = writeln!(
@@ -286,6 +266,21 @@ pub fn render(m: &Measurement) -> String {
         "the blog post, MySQL + Redis in 2015: 45861 ms, then 5 ms (9172x)."
     );
     out
+}
+
+/// One line per row: its label, then the median, least and most time.
+fn write_rows(out: &mut String, rows: &[(&str, &Vec<Duration>)]) {
+    for (label, times) in rows {
+        let mut sorted = (*times).clone();
+        sorted.sort();
+        let _ = writeln!(
+            out,
+            "{label:<48}{:>12}{:>12}{:>12}",
+            ms(median(&sorted)),
+            ms(sorted.first().copied().unwrap_or_default()),
+            ms(sorted.last().copied().unwrap_or_default()),
+        );
+    }
 }
 
 fn median_of(times: &[Duration]) -> Duration {

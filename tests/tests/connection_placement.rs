@@ -171,16 +171,20 @@ fn on_the_io_thread_every_runtime_shares_one_connection() {
     assert_eq!(clients(&server), 1);
 }
 
+/// Timers, which every call's deadline needs, but no I/O: a connection
+/// cannot be driven here, and trying to panics inside redis-rs.
+fn runtime_without_io() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn a_runtime_without_an_io_driver_is_served_by_the_io_thread() {
     let server = RedisServer::start();
     let cache = server.cache();
-    // Timers, which every call's deadline needs, but no I/O: a connection
-    // cannot be driven here, and trying to panics inside redis-rs.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime_without_io();
     let calls = Calls::default();
     // The first call finds its runtime's connection gone and runs uncached;
     // the second stores through the I/O thread's connection, the rest hit.
@@ -205,10 +209,7 @@ fn a_runtime_without_an_io_driver_is_served_by_the_io_thread() {
 fn is_connected_on_a_runtime_without_an_io_driver_starts_the_io_threads_connection() {
     let server = RedisServer::start();
     let cache = server.cache();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime_without_io();
     let connected = runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !cache.is_connected() {
