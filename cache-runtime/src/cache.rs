@@ -275,17 +275,8 @@ impl Cache {
     /// again would not help: other processes' local tiers then keep their
     /// copies until their TTL (`LocalTier::max_ttl` at most).
     pub(crate) async fn announce(&self, change: crate::local::Change) {
-        let (message, everything) = match self.inner.local.get() {
-            Some(tier) => {
-                tier.forget(&change);
-                (
-                    tier.message(&change),
-                    tier.message(&crate::local::Change::All),
-                )
-            }
-            // No local tier here: others may have one.
-            None => (change.message("-"), crate::local::Change::All.message("-")),
-        };
+        self.forget_local(&change);
+        let message = self.message(&change);
         let channel = crate::local::channel(&self.inner.config.key_prefix);
         match self
             .send(redis::cmd("PUBLISH").arg(&channel).arg(&message))
@@ -307,8 +298,17 @@ impl Cache {
                         self.scrub(&error)
                     )
                 });
-                self.owe(message, everything);
+                self.owe(message, self.message(&crate::local::Change::All));
             }
+        }
+    }
+
+    /// The invalidation message for `change`, as this process sends it.
+    fn message(&self, change: &crate::local::Change) -> String {
+        match self.inner.local.get() {
+            Some(tier) => tier.message(change),
+            // No local tier here: others may have one.
+            None => change.message("-"),
         }
     }
 
@@ -328,11 +328,13 @@ impl Cache {
     }
 
     /// Sends the messages owed, in one pipeline per attempt, backing off
-    /// from 50 ms to 1 s while Redis fails, until none is owed.
+    /// as the parked evictions' retries do while Redis fails, until none is
+    /// owed.
     async fn send_owed_messages(&self) {
+        use crate::invalidate::{FIRST_REPLAY_BACKOFF, MAX_REPLAY_BACKOFF};
         let owed = &self.inner.owed_messages;
         let channel = crate::local::channel(&self.inner.config.key_prefix);
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = FIRST_REPLAY_BACKOFF;
         loop {
             tokio::time::sleep(backoff).await;
             let batch = owed.batch();
@@ -349,7 +351,7 @@ impl Cache {
                 .await
                 .is_err()
             {
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                backoff = (backoff * 2).min(MAX_REPLAY_BACKOFF);
                 continue;
             }
             if owed.sent(&batch) {
@@ -357,7 +359,7 @@ impl Cache {
                     .recovered(|| format!("owed invalidation messages on `{channel}` sent"));
                 return;
             }
-            backoff = Duration::from_millis(50);
+            backoff = FIRST_REPLAY_BACKOFF;
         }
     }
 

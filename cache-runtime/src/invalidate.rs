@@ -57,9 +57,10 @@ pub enum Target {
 
 const SCAN_BATCH: usize = 500;
 const INLINE_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(100)];
-/// The parked evictions' retries back off from this to [`MAX_REPLAY_BACKOFF`].
-const FIRST_REPLAY_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_REPLAY_BACKOFF: Duration = Duration::from_secs(1);
+/// The background retries (of parked evictions, and of owed invalidation
+/// messages) back off from this to [`MAX_REPLAY_BACKOFF`].
+pub(crate) const FIRST_REPLAY_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const MAX_REPLAY_BACKOFF: Duration = Duration::from_secs(1);
 /// The most evictions kept parked; past it the oldest are dropped (and
 /// logged): their entries then live until their TTL.
 const MAX_PARKED: usize = 10_000;

@@ -29,13 +29,22 @@ async fn local_cache(server: &RedisServer, tier: LocalTier) -> Cache {
 /// `cache`, once its local tier is subscribed.
 async fn subscribed(cache: Cache) -> Cache {
     let calls = Calls::default();
-    let ready = eventually(Duration::from_secs(5), || async {
-        local(&cache, &calls, 999_999).await;
-        outcome_of(&cache, &calls, 999_999).await == Some(Outcome::Local)
-    })
-    .await;
-    assert!(ready.is_some(), "the local tier never came up");
+    assert!(
+        comes_to_serve_locally(&cache, &calls, 999_999, Duration::from_secs(5)).await,
+        "the local tier never came up"
+    );
     cache
+}
+
+/// Whether, within `limit`, a call of `local(id)` after another one is
+/// served from the local tier.
+async fn comes_to_serve_locally(cache: &Cache, calls: &Calls, id: u32, limit: Duration) -> bool {
+    eventually(limit, || async {
+        local(cache, calls, id).await;
+        outcome_of(cache, calls, id).await == Some(Outcome::Local)
+    })
+    .await
+    .is_some()
 }
 
 #[tokio::test]
@@ -375,12 +384,10 @@ async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
     let calls = Calls::default();
     // Eventually: on a loaded machine, a store or a PING may miss these
     // short deadlines.
-    let warm = eventually(Duration::from_secs(10), || async {
-        local(&cache, &calls, 4).await;
-        outcome_of(&cache, &calls, 4).await == Some(Outcome::Local)
-    })
-    .await;
-    assert!(warm.is_some(), "the key was never served locally");
+    assert!(
+        comes_to_serve_locally(&cache, &calls, 4, Duration::from_secs(10)).await,
+        "the key was never served locally"
+    );
 
     // A stalled server closes nothing: only the subscription's health check
     // can tell that messages may be lost.
@@ -396,12 +403,10 @@ async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
     );
 
     // Once the server answers, the tier subscribes again and serves again.
-    let back = eventually(Duration::from_secs(10), || async {
-        local(&cache, &calls, 4).await;
-        outcome_of(&cache, &calls, 4).await == Some(Outcome::Local)
-    })
-    .await;
-    assert!(back.is_some(), "the local tier never came back");
+    assert!(
+        comes_to_serve_locally(&cache, &calls, 4, Duration::from_secs(10)).await,
+        "the local tier never came back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
