@@ -30,7 +30,7 @@ use crate::repo::{NewUser, Repo, RepoError, User};
 /// # }
 /// ```
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::Data::new(EncodedUsers::default()))
+    cfg.app_data(web::Data::from(EncodedUsers::shared()))
         .app_data(web::PathConfig::default().error_handler(bad_path))
         .app_data(web::JsonConfig::default().error_handler(bad_json))
         .service(
@@ -92,6 +92,15 @@ async fn list_users(repo: web::Data<Repo>, encoded: web::Data<EncodedUsers>) -> 
 pub struct EncodedUsers(Mutex<Option<(Weak<Vec<User>>, web::Bytes)>>);
 
 impl EncodedUsers {
+    /// The process's one: the local tier is the process's, and so is the
+    /// `Arc` it hands out, to every Actix worker. One per worker would
+    /// encode the same list once per worker.
+    fn shared() -> Arc<EncodedUsers> {
+        static SHARED: std::sync::LazyLock<Arc<EncodedUsers>> =
+            std::sync::LazyLock::new(Arc::default);
+        SHARED.clone()
+    }
+
     fn body(&self, users: &Arc<Vec<User>>) -> serde_json::Result<web::Bytes> {
         if let Some((list, body)) = &*self.lock()
             && Weak::ptr_eq(list, &Arc::downgrade(users))
