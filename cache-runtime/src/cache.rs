@@ -14,6 +14,7 @@ use crate::error::{AlreadyInstalled, CacheError, ConfigError};
 use crate::flight::Flights;
 use crate::incident::Incident;
 use crate::keys::{self, KeyBuilder};
+use crate::retry::Round;
 
 /// A Redis cache: where `#[redis_cached]` functions store their results.
 ///
@@ -313,53 +314,43 @@ impl Cache {
     }
 
     /// Owes an invalidation message, and makes sure a task sends the
-    /// messages owed.
+    /// messages owed: one pipeline per round, until none is owed. Replies
+    /// that are errors are refusals, as in `announce`: not sent again.
     fn owe(&self, message: String, everything: String) {
-        let owed = &self.inner.owed_messages;
-        if !owed.owe(message, everything) {
+        if !self.inner.owed_messages.owe(message, everything) {
             return;
         }
-        let Ok(io) = crate::connection::io_runtime() else {
-            owed.stopped();
-            return;
-        };
         let cache = self.clone();
-        io.spawn(async move { cache.send_owed_messages().await });
-    }
-
-    /// Sends the messages owed, in one pipeline per attempt, backing off
-    /// as the parked evictions' retries do while Redis fails, until none is
-    /// owed.
-    async fn send_owed_messages(&self) {
-        use crate::invalidate::{FIRST_REPLAY_BACKOFF, MAX_REPLAY_BACKOFF};
-        let owed = &self.inner.owed_messages;
-        let channel = crate::local::channel(&self.inner.config.key_prefix);
-        let mut backoff = FIRST_REPLAY_BACKOFF;
-        loop {
-            tokio::time::sleep(backoff).await;
-            let batch = owed.batch();
-            let mut pipeline = redis::pipe();
-            for message in &batch {
-                pipeline.cmd("PUBLISH").arg(&channel).arg(message);
-            }
-            // Replies that are errors are refusals, as in `announce`: they
-            // are not sent again.
-            if self
-                .inner
-                .connection
-                .send_pipeline(&pipeline)
-                .await
-                .is_err()
-            {
-                backoff = (backoff * 2).min(MAX_REPLAY_BACKOFF);
-                continue;
-            }
-            if owed.sent(&batch) {
-                self.incidents()
+        let send_owed = move || {
+            let cache = cache.clone();
+            async move {
+                let owed = &cache.inner.owed_messages;
+                let channel = crate::local::channel(&cache.inner.config.key_prefix);
+                let batch = owed.batch();
+                let mut pipeline = redis::pipe();
+                for message in &batch {
+                    pipeline.cmd("PUBLISH").arg(&channel).arg(message);
+                }
+                if cache
+                    .inner
+                    .connection
+                    .send_pipeline(&pipeline)
+                    .await
+                    .is_err()
+                {
+                    return Round::Failed;
+                }
+                if !owed.sent(&batch) {
+                    return Round::Progress;
+                }
+                cache
+                    .incidents()
                     .recovered(|| format!("owed invalidation messages on `{channel}` sent"));
-                return;
+                Round::Done
             }
-            backoff = FIRST_REPLAY_BACKOFF;
+        };
+        if crate::retry::spawn_until_done(send_owed).is_err() {
+            self.inner.owed_messages.stopped();
         }
     }
 
@@ -536,7 +527,7 @@ impl Cache {
         ttl: Duration,
     ) -> Result<(), CacheError> {
         // Never store without an expiry, and never a zero one (an error in Redis).
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = crate::units::ttl_millis(ttl);
         self.inner
             .connection
             .send(&set_command(full_key, bytes, ttl_ms))
@@ -553,7 +544,7 @@ impl Cache {
         ttl: Duration,
         tags: &[String],
     ) -> Result<(), CacheError> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = crate::units::ttl_millis(ttl);
         let tag_commands = |pipeline: &mut redis::Pipeline, tag: &str| {
             pipeline.cmd("SADD").arg(tag).arg(full_key);
             pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("NX");

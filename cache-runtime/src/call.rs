@@ -421,10 +421,7 @@ impl<R, F: Future<Output = (R, Outcome)>> Future for Observe<F> {
         let _ = OUTCOME.try_with(|tracked| tracked.set(Some(outcome)));
         let span = this.call.as_ref().get_ref().span();
         span.record("outcome", outcome.as_str());
-        span.record(
-            "elapsed_us",
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        );
+        span.record("elapsed_us", crate::units::micros(elapsed));
         Poll::Ready(result)
     }
 }
@@ -590,9 +587,8 @@ fn entry_of<S: Shape<R>, R>(cache: &Cache, site: &CallSite, result: &R) -> Entry
     };
     let ttl = site_ttl(cache, site);
     let stale = Duration::from_secs(site.options.stale_secs);
-    let fresh_until = (!stale.is_zero()).then(|| {
-        codec::now_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-    });
+    let fresh_until =
+        (!stale.is_zero()).then(|| codec::now_millis().saturating_add(crate::units::millis(ttl)));
     match cache.encode(stored, fresh_until) {
         Some(bytes) if bytes.len() > cache.config().max_value_size => {
             site.record_oversized();

@@ -50,6 +50,8 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Config, ConnectionPlacement, redact_url};
 use crate::error::CacheError;
 use crate::incident::{Incident, Incidents};
+use crate::io::{io_runtime, is_io_runtime};
+use crate::sync::{lock, read, write};
 
 /// One connection: to a single server, or to a Redis Cluster (which
 /// redis-rs routes by slot, following MOVED and ASK redirects).
@@ -260,12 +262,9 @@ impl Connection {
             Asker::Runtime(lane) => lane.into_iter().collect(),
             Asker::Outside => self.all_lanes(),
         };
-        lanes.iter().find_map(|lane| {
-            lane.last_connect_error
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone()
-        })
+        lanes
+            .iter()
+            .find_map(|lane| lock(&lane.last_connect_error).clone())
     }
 
     /// The lane the calling runtime's calls go through, as [`Connection::lane`]
@@ -470,17 +469,6 @@ impl Connection {
     }
 }
 
-// Every write to the lanes is a single insert or removal, so a panic cannot
-// leave the map half-written: poisoning is harmless.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Lane {
     fn new(state: State) -> Self {
         Lane {
@@ -540,19 +528,12 @@ impl Lane {
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state half-written
-        // (every write is a single assignment), so poisoning is harmless.
-        self.state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        read(&self.state)
     }
 
     fn set_state(&self, state: State) {
         let was_connecting = {
-            let mut guard = self
-                .state
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = write(&self.state);
             let was_connecting = matches!(*guard, State::Connecting);
             *guard = state;
             was_connecting
@@ -573,10 +554,7 @@ impl Lane {
     /// Takes connection `generation` out of service (up or suspect), if it
     /// is still current; whether it did.
     fn take_down(&self, generation: u64) -> bool {
-        let mut guard = self
-            .state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = write(&self.state);
         match &*guard {
             State::Up {
                 generation: current,
@@ -597,10 +575,7 @@ impl Lane {
     /// until the supervisor's PING says whether it still answers.
     fn mark_suspect(&self, generation: u64) {
         {
-            let mut guard = self
-                .state
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = write(&self.state);
             match &*guard {
                 State::Up {
                     generation: current,
@@ -629,10 +604,7 @@ impl Lane {
 
     /// Puts suspect connection `generation` back in service; whether it did.
     fn restore(&self, generation: u64) -> bool {
-        let mut guard = self
-            .state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = write(&self.state);
         match &*guard {
             State::Suspect {
                 generation: current,
@@ -820,10 +792,7 @@ async fn connect_with_backoff(shared: &Shared, lane: &Lane, server: &Server) -> 
         let attempt = connect(server, shared.connect_timeout)
             .await
             .map_err(|error| shared.scrub(&error.to_string()));
-        *lane
-            .last_connect_error
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = attempt.as_ref().err().cloned();
+        *lock(&lane.last_connect_error) = attempt.as_ref().err().cloned();
         match attempt {
             Ok(connection) => {
                 if failures > 0 {
@@ -972,34 +941,6 @@ fn open_client(config: &Config) -> redis::RedisResult<Client> {
             },
         ),
     }
-}
-
-static IO_RUNTIME: OnceLock<Result<Handle, String>> = OnceLock::new();
-
-/// The cache's own runtime: one thread, for the whole process, which
-/// drives the connections placed on it and the cache's background tasks, so
-/// that they outlive the runtimes of their callers.
-pub(crate) fn io_runtime() -> Result<&'static Handle, &'static str> {
-    IO_RUNTIME
-        .get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let handle = runtime.handle().clone();
-            std::thread::Builder::new()
-                .name("cache-runtime-io".into())
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))
-                .map_err(|e| e.to_string())?;
-            Ok(handle)
-        })
-        .as_ref()
-        .map_err(String::as_str)
-}
-
-/// Whether `runtime` is the cache's own (without starting it).
-fn is_io_runtime(runtime: &Handle) -> bool {
-    matches!(IO_RUNTIME.get(), Some(Ok(io)) if io.id() == runtime.id())
 }
 
 #[cfg(test)]

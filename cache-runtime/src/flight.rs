@@ -95,7 +95,7 @@ impl Flights {
     /// the air must not store what they read before it.
     pub(crate) fn evicted(&self, change: &Change) {
         {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = crate::sync::lock(&self.recent);
             let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
             recent.push_back((epoch, change.clone()));
             if recent.len() > RECENT_EVICTIONS {
@@ -114,7 +114,7 @@ impl Flights {
         if self.epoch() == since {
             return false;
         }
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = crate::sync::lock(&self.recent);
         match recent.front() {
             // Evictions after `since` were forgotten: assume the worst.
             Some((oldest, _)) if *oldest > since + 1 => true,
@@ -143,11 +143,7 @@ impl Flights {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Flight>>> {
-        // The map is only inserted into and removed from: a panic elsewhere
-        // cannot leave it inconsistent.
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.in_flight)
     }
 
     /// How many keys are in flight (for tests).

@@ -57,9 +57,9 @@ impl Incidents {
     /// an interval ago, in which case it only counts it.
     pub(crate) fn warn(&self, kind: Incident, message: impl FnOnce() -> String) {
         let index = kind as usize;
-        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let now = crate::units::millis(self.origin.elapsed()) + 1;
         let last = self.last_logged[index].load(Relaxed);
-        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        let interval = crate::units::millis(self.interval);
         let due = last == 0 || now.saturating_sub(last) >= interval;
         if !due
             || self.last_logged[index]

@@ -42,6 +42,7 @@ use crate::error::CacheError;
 use crate::incident::Incident;
 use crate::local::Change;
 use crate::metrics::CallSite;
+use crate::retry::Round;
 
 /// Where tag sets live, after the cache's prefix.
 pub(crate) const TAG_MARKER: &str = "#tag:";
@@ -57,10 +58,6 @@ pub enum Target {
 
 const SCAN_BATCH: usize = 500;
 const INLINE_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(100)];
-/// The background retries (of parked evictions, and of owed invalidation
-/// messages) back off from this to [`MAX_REPLAY_BACKOFF`].
-pub(crate) const FIRST_REPLAY_BACKOFF: Duration = Duration::from_millis(50);
-pub(crate) const MAX_REPLAY_BACKOFF: Duration = Duration::from_secs(1);
 /// The most evictions kept parked; past it the oldest are dropped (and
 /// logged): their entries then live until their TTL.
 const MAX_PARKED: usize = 10_000;
@@ -216,9 +213,7 @@ impl Parked {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Target>> {
-        self.targets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.targets)
     }
 }
 
@@ -245,38 +240,35 @@ fn park(cache: &Cache, targets: Vec<Target>) {
     if parked.replaying.swap(true, Ordering::AcqRel) {
         return;
     }
-    let Ok(io) = crate::connection::io_runtime() else {
-        parked.replaying.store(false, Ordering::Release);
-        return;
-    };
     let cache = cache.clone();
-    io.spawn(async move {
-        let parked = cache.parked();
-        let mut backoff = FIRST_REPLAY_BACKOFF;
-        loop {
-            tokio::time::sleep(backoff).await;
+    let replay = move || {
+        let cache = cache.clone();
+        async move {
+            let parked = cache.parked();
             let batch = parked.lock().clone();
-            if evict_once(&cache, &batch).await.is_ok() {
-                let mut waiting = parked.lock();
-                waiting.retain(|target| !batch.contains(target));
-                if waiting.is_empty() {
-                    parked.any.store(false, Ordering::Release);
-                    parked.replaying.store(false, Ordering::Release);
-                    drop(waiting);
-                    cache.incidents().recovered(|| {
-                        format!(
-                            "{} failed eviction(s) applied; cache lookups resume",
-                            batch.len()
-                        )
-                    });
-                    return;
-                }
-                backoff = FIRST_REPLAY_BACKOFF;
-            } else {
-                backoff = (backoff * 2).min(MAX_REPLAY_BACKOFF);
+            if evict_once(&cache, &batch).await.is_err() {
+                return Round::Failed;
             }
+            let mut waiting = parked.lock();
+            waiting.retain(|target| !batch.contains(target));
+            if !waiting.is_empty() {
+                return Round::Progress;
+            }
+            parked.any.store(false, Ordering::Release);
+            parked.replaying.store(false, Ordering::Release);
+            drop(waiting);
+            cache.incidents().recovered(|| {
+                format!(
+                    "{} failed eviction(s) applied; cache lookups resume",
+                    batch.len()
+                )
+            });
+            Round::Done
         }
-    });
+    };
+    if crate::retry::spawn_until_done(replay).is_err() {
+        parked.replaying.store(false, Ordering::Release);
+    }
 }
 
 fn describe(targets: &[Target]) -> String {

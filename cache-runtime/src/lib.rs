@@ -31,11 +31,15 @@ mod error;
 mod flight;
 mod incident;
 mod invalidate;
+mod io;
 mod keys;
 mod local;
 mod lock;
 pub mod metrics;
 mod random;
+mod retry;
+mod sync;
+mod units;
 
 #[doc(hidden)]
 #[path = "private.rs"]

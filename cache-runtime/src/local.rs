@@ -273,7 +273,7 @@ impl Tier {
             incidents: Incidents::new(config.log_interval),
             _stop_subscriber: Some(stop_tx),
         });
-        match (client, crate::connection::io_runtime()) {
+        match (client, crate::io::io_runtime()) {
             (Some(client), Ok(io)) => {
                 io.spawn(subscribe(
                     Arc::downgrade(&tier),
@@ -478,9 +478,7 @@ impl OwedMessages {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Owed> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.0)
     }
 }
 

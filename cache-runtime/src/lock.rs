@@ -37,7 +37,7 @@ impl Cache {
     pub(crate) async fn try_lock(&self, full_key: &str, lease: Duration) -> LockAttempt {
         let key = lock_key(full_key);
         let token = random::token();
-        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
+        let lease_ms = crate::units::ttl_millis(lease);
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key).arg(&token).arg("NX").arg("PX").arg(lease_ms);
         let held = |released| HeldLock {
@@ -89,7 +89,7 @@ impl Drop for HeldLock {
             std::mem::take(&mut self.token),
         );
         // Not awaited by anyone: if Redis is unreachable, the lease expires.
-        if let Ok(io) = crate::connection::io_runtime() {
+        if let Ok(io) = crate::io::io_runtime() {
             io.spawn(async move { release_in_background(&cache, &key, &token).await });
         }
     }

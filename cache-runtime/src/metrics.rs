@@ -141,10 +141,7 @@ impl CallSite {
     #[inline]
     pub(crate) fn register(&'static self) {
         if !self.registered.load(Relaxed) && !self.registered.swap(true, Relaxed) {
-            REGISTRY
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(self);
+            crate::sync::lock(&REGISTRY).push(self);
         }
     }
 
@@ -262,10 +259,7 @@ impl LatencyHistogram {
 
 /// The counters of every cached function that has been called at least once.
 pub fn snapshot() -> Vec<FunctionMetrics> {
-    let sites = REGISTRY
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
+    let sites = crate::sync::lock(&REGISTRY).clone();
     sites.into_iter().map(CallSite::metrics).collect()
 }
 
