@@ -1,6 +1,7 @@
 //! The cached-call state machine, plain Rust and testable without the macro.
 //!
 //! ```text
+//! local tier ─ copy ──────────────────────────────────────► return it
 //! lookup ─┬─ fresh hit ───────────────────────────────────► return it
 //!         ├─ stale hit (`stale`) ─ spawn one refresh ─────► return it
 //!         └─ miss, or Redis failed
@@ -8,192 +9,125 @@
 //!              ├─ follower ─ wait for the leader's entry ─► return it
 //!              └─ leader
 //!                   │ `lock`: take the Redis lock, or wait for its holder's entry
-//!                   └─ run the body ─ share and store the entry if the shape
-//!                                     allows ─────────────► return the result
+//!                   └─ lead the run: the body, then share and store the
+//!                      entry if the shape allows ─────────► return the result
 //! ```
+//!
+//! One lookup phase serves both entry points, parameterised by its
+//! [`HitPolicy`]: [`FreshOnly`] for [`cached_call`], [`StaleAware`] for
+//! [`cached_call_stale`]. One routine, [`lead`], runs the body for a caller
+//! and for a background refresh alike.
 //!
 //! Nothing here returns a cache error to the caller: a failed lookup runs the
 //! body, a failed store still returns the body's value. Both are counted in
 //! the function's [`CallSite`] and logged, rate-limited.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::cache::{Cache, Lookup};
-use crate::codec;
+use crate::change::Change;
+use crate::codec::{self, Decoded};
+use crate::engine::Engine;
 use crate::flight::{self, FlightState, Joined, LeaderGuard};
 use crate::incident::Incident;
-use crate::local::{Change, LocalOps, Mark, Tier};
-use crate::lock::{HeldLock, LockAttempt};
+use crate::local::{LocalOps, LocalTier, Mark};
+use crate::lock::{HeldLock, LockAttempt, try_lock};
 use crate::metrics::CallSite;
-
-/// Which results of a function are stored, and in what form.
-///
-/// The macro picks the shape from the declared return type: [`OkValues`] for
-/// `Result`, [`SomeValues`] (or [`OptionValues`] with `cache_none = true`)
-/// for `Option`, [`AnyValue`] for everything else.
-///
-/// The impls are `#[diagnostic::do_not_recommend]`, so that a value that is
-/// not `Serialize + DeserializeOwned` is reported with the message below, once,
-/// rather than as one `Serialize` and one `Deserialize` error per use.
-#[diagnostic::on_unimplemented(
-    message = "the return type `{R}` cannot be cached",
-    label = "the cached value must implement `serde::Serialize` and `serde::de::DeserializeOwned`"
-)]
-pub trait Shape<R> {
-    /// What is stored in Redis.
-    type Stored: Serialize + DeserializeOwned;
-    /// The part of `result` to store, or `None` to store nothing.
-    fn storable(result: &R) -> Option<&Self::Stored>;
-    /// Rebuilds a result from a stored value.
-    fn from_stored(stored: Self::Stored) -> R;
-}
-
-/// `Result<T, E>`: stores `Ok(T)` as `T`; an `Err` is never stored.
-pub struct OkValues;
-/// `Option<T>`: stores `Some(T)` as `T`; `None` is never stored.
-pub struct SomeValues;
-/// `Option<T>` with `cache_none = true`: stores `Some` and `None` alike.
-pub struct OptionValues;
-/// Any other `T`: always stored.
-pub struct AnyValue;
-
-#[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned, E> Shape<Result<T, E>> for OkValues {
-    type Stored = T;
-    fn storable(result: &Result<T, E>) -> Option<&T> {
-        result.as_ref().ok()
-    }
-    fn from_stored(stored: T) -> Result<T, E> {
-        Ok(stored)
-    }
-}
-
-#[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for SomeValues {
-    type Stored = T;
-    fn storable(result: &Option<T>) -> Option<&T> {
-        result.as_ref()
-    }
-    fn from_stored(stored: T) -> Option<T> {
-        Some(stored)
-    }
-}
-
-#[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for OptionValues {
-    type Stored = Option<T>;
-    fn storable(result: &Option<T>) -> Option<&Option<T>> {
-        Some(result)
-    }
-    fn from_stored(stored: Option<T>) -> Option<T> {
-        stored
-    }
-}
-
-#[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned> Shape<T> for AnyValue {
-    type Stored = T;
-    fn storable(result: &T) -> Option<&T> {
-        Some(result)
-    }
-    fn from_stored(stored: T) -> T {
-        stored
-    }
-}
+use crate::observe::{Observe, Observed, Outcome};
+use crate::shape::Shape;
 
 /// An entry's full key, the full keys of the tag sets it joins, and the
 /// eviction epoch before its lookup.
-struct EntryKey {
+pub(crate) struct EntryKey {
     key: String,
     tags: Vec<String>,
     epoch: u64,
 }
 
 impl EntryKey {
-    fn new(cache: &Cache, key: String, tags: Vec<String>) -> EntryKey {
+    fn new(engine: &Engine, key: String, tags: Vec<String>) -> EntryKey {
         EntryKey {
             key,
             tags,
-            epoch: cache.flights().epoch(),
+            epoch: engine.flights.epoch(),
         }
     }
 }
 
-/// How one cached call ended, as recorded on its span.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A value from the local tier.
-    Local,
-    /// A fresh value from Redis.
-    Hit,
-    /// A stale value from Redis (`stale = …`); a background refresh runs.
-    Stale,
-    /// No usable entry; another caller ran the body and this one got its value.
-    Coalesced,
-    /// No usable entry; this caller ran the body.
+/// What a lookup found.
+enum Lookup<T> {
+    Hit(Decoded<T>),
+    /// No entry, or one that no longer decodes.
     Miss,
-    /// Redis could not be used; the body ran uncached.
-    Error,
+    /// Redis could not be asked.
+    Failed,
 }
 
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Local => "local",
-            Outcome::Hit => "hit",
-            Outcome::Stale => "stale",
-            Outcome::Coalesced => "coalesced",
-            Outcome::Miss => "miss",
-            Outcome::Error => "error",
-        }
+/// How long a local copy of a value read from Redis may live, and its
+/// encoded size (its weight in the local tier).
+#[derive(Clone, Copy)]
+struct CopyBounds {
+    ttl: Duration,
+    encoded_len: usize,
+}
+
+/// How the lookup phase treats a hit.
+pub(crate) trait HitPolicy<S: Shape<R>, R, Fut> {
+    /// How many more milliseconds an entry that is fresh until
+    /// `fresh_until` stays fresh: `None` for always, `Some(0)` for stale.
+    fn fresh_for(fresh_until: Option<u64>) -> Option<u64>;
+
+    /// A stale hit: start the one background refresh of `key`.
+    fn refresh(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut);
+}
+
+/// Functions without `stale`: every hit is fresh (entries carry no
+/// freshness), so nothing is ever refreshed.
+pub(crate) struct FreshOnly;
+
+impl<S: Shape<R>, R, Fut> HitPolicy<S, R, Fut> for FreshOnly {
+    fn fresh_for(_: Option<u64>) -> Option<u64> {
+        None
+    }
+
+    fn refresh(_: &Arc<Engine>, _: &'static CallSite, _: EntryKey, _: Fut) {
+        debug_assert!(false, "`fresh_for` never reports a stale hit");
     }
 }
 
-tokio::task_local! {
-    static OUTCOME: Cell<Option<Outcome>>;
+/// Functions with `stale = …`: a stale entry is returned at once while the
+/// body runs in the background, which is why the body must be
+/// `Send + 'static` here.
+pub(crate) struct StaleAware;
+
+impl<S, R, Fut> HitPolicy<S, R, Fut> for StaleAware
+where
+    S: Shape<R>,
+    S::Stored: Send,
+    R: Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    fn fresh_for(fresh_until: Option<u64>) -> Option<u64> {
+        fresh_until.map(|until| until.saturating_sub(codec::now_millis()))
+    }
+
+    fn refresh(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut) {
+        spawn_refresh::<S, R, Fut>(engine, site, key, body);
+    }
 }
 
-/// Runs `future` and reports how the last cached call that finished inside it
-/// ended: for a web handler's `X-Cache: HIT` header, or a test.
+/// Runs one cached call of a function without `stale`: the lookup, then on
+/// a miss the body and the store.
 ///
-/// ```no_run
-/// # use cache_runtime::{redis_cached, track_outcome, Outcome};
-/// # #[redis_cached(key = "answer")] async fn answer() -> u32 { 42 }
-/// # async fn handler() {
-/// let (value, outcome) = track_outcome(answer()).await;
-/// let header = if outcome == Some(Outcome::Hit) { "HIT" } else { "MISS" };
-/// # }
-/// ```
-///
-/// `None` if no cached call finished inside `future`.
-pub async fn track_outcome<F: Future>(future: F) -> (F::Output, Option<Outcome>) {
-    OUTCOME
-        .scope(Cell::new(None), async {
-            let output = future.await;
-            (output, OUTCOME.with(Cell::get))
-        })
-        .await
-}
-
-/// Runs one cached call: the lookup, then on a miss the body and the store.
-///
-/// `key` is the full key (prefix included, see [`Cache::key_builder`]);
-/// `tags`, the full keys of the tag sets the entry joins when stored.
-///
-/// Not an `async fn`: one would keep its arguments, the body among them, in
-/// its state beside the `async` block that runs the call, and every call
-/// moves that state a few times. Here the block owns them, once.
-pub fn cached_call<S, R, Fut>(
-    cache: &Cache,
+/// `key` is the full key (prefix included); `tags`, the full keys of the tag
+/// sets the entry joins when stored.
+pub(crate) fn cached_call<S, R, Fut>(
+    engine: &Arc<Engine>,
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
@@ -204,123 +138,16 @@ where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    let key = EntryKey::new(cache, key, tags);
-    let local = local_tier_for(cache, site, local_ops);
-    let observed = Observed::start(site);
-    let started = observed.started;
-    let call = async move {
-        if let Some(value) = local_hit(&key, &local, started) {
-            site.record_local_hit();
-            return (S::from_stored(value), Outcome::Local);
-        }
-        let local = mark_read(local, &key);
-        // With a local tier, the lookup also reads what filling it needs
-        // (the entry's remaining TTL, its encoded size), in the same round
-        // trip. Not in a helper `async fn`, whose frame every call would copy.
-        // Scoped, so that what is only needed on a hit does not take room in
-        // the state kept across the miss path's `.await`.
-        let lookup = {
-            let (lookup, fill_local) = match local {
-                Some(_) => cache.lookup_for_local::<S::Stored>(&key.key).await,
-                None => (cache.lookup::<S::Stored>(&key.key).await, None),
-            };
-            match lookup {
-                // Without `stale`, entries carry no freshness: every hit is fresh.
-                Lookup::Hit(entry) => {
-                    keep_local_copy(cache, &key, &local, fill_local, &entry.value);
-                    site.record_hit();
-                    return (S::from_stored(entry.value), Outcome::Hit);
-                }
-                lookup => lookup,
-            }
-        };
-        fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, local).await
-    };
-    Observe::new(call, observed)
+    call::<FreshOnly, S, R, Fut>(engine, site, key, tags, local_ops, body)
 }
 
-/// [`fill`] on the heap. A future is as large as its largest state, and every
-/// call moves its future a few times (into the caller's): the miss path (coalescing, the lock wait, the body, the store)
-/// is several times the size of the lookup, so kept inline it would make
-/// every hit copy it. Boxed, it costs a miss one allocation instead. Not an
-/// `async fn`: one would hold its arguments, the body among them, inline.
-fn fill_boxed<'a, S, R, Fut>(
-    cache: &'a Cache,
-    site: &'static CallSite,
-    key: &'a EntryKey,
-    lookup: Lookup<S::Stored>,
-    body: Fut,
-    local: LocalFill<'a, S::Stored>,
-) -> Pin<Box<impl Future<Output = (R, Outcome)>>>
-where
-    S: Shape<R>,
-    Fut: Future<Output = R>,
-{
-    Box::pin(fill::<S, R, Fut>(cache, site, key, lookup, body, local))
-}
-
-/// The local tier one call uses, and how.
-type LocalTierUse<'a, T> = Option<(&'a Tier, LocalOps<T>)>;
-
-/// After a local miss: the local tier to fill, and the changes counted before
-/// the read from Redis (a read that crossed one is not kept).
-type LocalFill<'a, T> = Option<(&'a Tier, LocalOps<T>, Mark)>;
-
-/// Marks the local tier's changes before a read from Redis: only on a local
-/// miss, so that a local hit does not pay for hashing the key again.
-fn mark_read<'a, T>(local: LocalTierUse<'a, T>, key: &EntryKey) -> LocalFill<'a, T> {
-    local.map(|(tier, ops)| (tier, ops, tier.mark(&key.key)))
-}
-
-/// The local tier this call uses, if any: the function's type must allow it
-/// (`local_ops`), the function or the builder must ask for it, and no
-/// eviction may be parked (local copies are not trusted then, as Redis is
-/// not).
-fn local_tier_for<'a, T>(
-    cache: &'a Cache,
-    site: &CallSite,
-    local_ops: Option<LocalOps<T>>,
-) -> LocalTierUse<'a, T> {
-    local_ops
-        .filter(|_| !cache.parked().any())
-        .and_then(|ops| cache.local_for(site).map(|tier| (&**tier, ops)))
-}
-
-/// The local tier's copy of the entry, unless there is none or it had
-/// expired by `now`. The call's start stands for "now": one clock read fewer
-/// on the fastest path, for a copy that expired at most a few nanoseconds ago.
-fn local_hit<T>(key: &EntryKey, local: &LocalTierUse<'_, T>, now: Instant) -> Option<T> {
-    let (tier, ops) = local.as_ref()?;
-    tier.get(&key.key, ops, now)
-}
-
-/// Keeps a copy of a value read from Redis in the local tier, for at most
-/// `fill`'s TTL; not one that this process evicted while it was read (the
-/// eviction has already dropped the local copy), nor one that an
-/// invalidation message crossed.
-fn keep_local_copy<T>(
-    cache: &Cache,
-    key: &EntryKey,
-    local: &LocalFill<'_, T>,
-    fill: Option<(Duration, usize)>,
-    value: &T,
-) {
-    if let (Some((tier, ops, since)), Some((ttl, encoded_len))) = (local, fill)
-        && !cache.flights().evicted_since(&key.key, key.epoch)
-    {
-        tier.insert(&key.key, value, ops, ttl, encoded_len, *since);
-    }
-}
-
-/// [`cached_call`] for functions with `stale = …`: a stale entry is returned
-/// at once while the body runs in the background, which is why the body must
-/// be `Send + 'static` here.
+/// [`cached_call`] for functions with `stale = …`.
 ///
 /// With a local tier, a local copy lives only while its value is fresh: once
 /// it is stale, calls go to Redis, which serves the stale value and starts
 /// the refresh, and the next fresh hit from Redis fills the tier again.
-pub fn cached_call_stale<S, R, Fut>(
-    cache: &Cache,
+pub(crate) fn cached_call_stale<S, R, Fut>(
+    engine: &Arc<Engine>,
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
@@ -333,8 +160,29 @@ where
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let key = EntryKey::new(cache, key, tags);
-    let local = local_tier_for(cache, site, local_ops);
+    call::<StaleAware, S, R, Fut>(engine, site, key, tags, local_ops, body)
+}
+
+/// The lookup phase, then the miss path.
+///
+/// Not an `async fn`: one would keep its arguments, the body among them, in
+/// its state beside the `async` block that runs the call, and every call
+/// moves that state a few times. Here the block owns them, once.
+fn call<P, S, R, Fut>(
+    engine: &Arc<Engine>,
+    site: &'static CallSite,
+    key: String,
+    tags: Vec<String>,
+    local_ops: Option<LocalOps<S::Stored>>,
+    body: Fut,
+) -> Observe<impl Future<Output = (R, Outcome)>>
+where
+    P: HitPolicy<S, R, Fut>,
+    S: Shape<R>,
+    Fut: Future<Output = R>,
+{
+    let key = EntryKey::new(engine, key, tags);
+    let local = local_tier_for(engine, site, local_ops);
     let observed = Observed::start(site);
     let started = observed.started;
     let call = async move {
@@ -343,139 +191,207 @@ where
             return (S::from_stored(value), Outcome::Local);
         }
         let local = mark_read(local, &key);
-        // As in `cached_call`: the lookup reads what filling the local tier
-        // needs, scoped away from the miss path's state.
+        // With a local tier, the lookup also reads what a local copy needs
+        // (the entry's remaining TTL, its encoded size), in the same round
+        // trip. Not in a helper `async fn`, whose frame every call would copy.
+        // Scoped, so that what is only needed on a hit does not take room in
+        // the state kept across the miss path's `.await`.
         let lookup = {
-            let (lookup, fill_local) = match local {
-                Some(_) => cache.lookup_for_local::<S::Stored>(&key.key).await,
-                None => (cache.lookup::<S::Stored>(&key.key).await, None),
+            let (lookup, copy_bounds) = match local {
+                Some(_) => lookup_with_ttl::<S::Stored>(engine, &key.key).await,
+                None => (lookup::<S::Stored>(engine, &key.key).await, None),
             };
             match lookup {
                 Lookup::Hit(entry) => {
-                    // How much longer the value is fresh; `None`: always (an
-                    // entry stored without `stale`).
-                    let fresh_for = entry
-                        .fresh_until
-                        .map(|until| until.saturating_sub(codec::now_millis()));
+                    let fresh_for = P::fresh_for(entry.fresh_until);
                     if fresh_for == Some(0) {
                         site.record_stale_hit();
-                        spawn_refresh::<S, R, Fut>(cache, site, key, body);
+                        P::refresh(engine, site, key, body);
                         return (S::from_stored(entry.value), Outcome::Stale);
                     }
-                    let fill_local = fill_local.map(|(ttl, encoded_len)| {
-                        let fresh = fresh_for.map_or(ttl, Duration::from_millis);
-                        (ttl.min(fresh), encoded_len)
+                    // A local copy never outlives the value's freshness.
+                    let copy_bounds = copy_bounds.map(|bounds| CopyBounds {
+                        ttl: fresh_for.map_or(bounds.ttl, |fresh| {
+                            bounds.ttl.min(Duration::from_millis(fresh))
+                        }),
+                        ..bounds
                     });
-                    keep_local_copy(cache, &key, &local, fill_local, &entry.value);
+                    keep_local_copy(engine, &key, &local, copy_bounds, &entry.value);
                     site.record_hit();
                     return (S::from_stored(entry.value), Outcome::Hit);
                 }
                 lookup => lookup,
             }
         };
-        fill_boxed::<S, R, Fut>(cache, site, &key, lookup, body, local).await
+        let run = Run {
+            engine,
+            site,
+            key: &key,
+            redis_failed: matches!(lookup, Lookup::Failed),
+        };
+        miss_boxed::<S, R, Fut>(run, body, local).await
     };
     Observe::new(call, observed)
 }
 
-pin_project_lite::pin_project! {
-    /// A cached call's future: the call, polled (and, if cancelled, dropped)
-    /// inside its span, then its outcome and latency recorded. A type of its
-    /// own rather than an `async` wrapper, which would hold the call's future
-    /// twice.
-    ///
-    /// The call's key, epoch, span and start time are taken when this is
-    /// built: the generated code awaits it at once.
-    pub struct Observe<F> {
-        #[pin]
-        call: tracing::instrument::Instrumented<F>,
-        site: &'static CallSite,
-        started: Instant,
-        finished: bool,
+/// The lookup: never an error, only what to do next.
+async fn lookup<T: DeserializeOwned>(engine: &Engine, full_key: &str) -> Lookup<T> {
+    // An eviction that failed is waiting to be applied: what Redis holds
+    // may be what it should have evicted.
+    if engine.parked.any() {
+        return Lookup::Failed;
     }
-}
-
-impl<F> Observe<F> {
-    fn new(call: F, observed: Observed) -> Self {
-        Observe {
-            call: call.instrument(observed.span),
-            site: observed.site,
-            started: observed.started,
-            finished: false,
+    match engine.store.get(full_key).await {
+        Ok(Some(bytes)) => match engine.decode(&bytes) {
+            Some(value) => Lookup::Hit(value),
+            None => Lookup::Miss,
+        },
+        Ok(None) => Lookup::Miss,
+        Err(error) => {
+            warn_lookup_failed(engine, &error);
+            Lookup::Failed
         }
     }
 }
 
-impl<R, F: Future<Output = (R, Outcome)>> Future for Observe<F> {
-    type Output = R;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
-        let mut this = self.project();
-        assert!(!*this.finished, "a cached call polled after it finished");
-        let Poll::Ready((result, outcome)) = this.call.as_mut().poll(cx) else {
-            return Poll::Pending;
-        };
-        *this.finished = true;
-        let elapsed = this.started.elapsed();
-        this.site.record_latency(elapsed);
-        let _ = OUTCOME.try_with(|tracked| tracked.set(Some(outcome)));
-        let span = this.call.as_ref().get_ref().span();
-        span.record("outcome", outcome.as_str());
-        span.record("elapsed_us", crate::units::micros(elapsed));
-        Poll::Ready(result)
+/// [`lookup`] for a call with a local tier: also reads the entry's
+/// remaining TTL (in the same round trip), so that a local copy never
+/// outlives it, and its encoded size.
+async fn lookup_with_ttl<T: DeserializeOwned>(
+    engine: &Engine,
+    full_key: &str,
+) -> (Lookup<T>, Option<CopyBounds>) {
+    if engine.parked.any() {
+        return (Lookup::Failed, None);
     }
-}
-
-/// A call's site, span and start, taken before its future is built.
-struct Observed {
-    site: &'static CallSite,
-    span: tracing::Span,
-    started: Instant,
-}
-
-impl Observed {
-    fn start(site: &'static CallSite) -> Observed {
-        site.register();
-        let span = tracing::debug_span!(
-            "redis_cached",
-            function = site.name(),
-            outcome = tracing::field::Empty,
-            elapsed_us = tracing::field::Empty,
-        );
-        Observed {
-            site,
-            span,
-            started: Instant::now(),
+    let entry = match engine.store.get_with_ttl(full_key).await {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return (Lookup::Miss, None),
+        Err(error) => {
+            warn_lookup_failed(engine, &error);
+            return (Lookup::Failed, None);
         }
-    }
+    };
+    let Some(decoded) = engine.decode(&entry.bytes) else {
+        return (Lookup::Miss, None);
+    };
+    let bounds = entry.ttl.map(|ttl| CopyBounds {
+        ttl,
+        encoded_len: entry.bytes.len(),
+    });
+    (Lookup::Hit(decoded), bounds)
 }
 
-/// After a miss or a failed lookup: coalesce with other callers of the key,
-/// or run the body.
-async fn fill<S, R, Fut>(
-    cache: &Cache,
-    site: &'static CallSite,
+/// Logs (rate-limited, password scrubbed) a lookup that Redis failed.
+fn warn_lookup_failed(engine: &Engine, error: &crate::error::CacheError) {
+    engine.incidents().warn(Incident::Lookup, || {
+        format!(
+            "cache lookup failed, running the function uncached: {} (Redis at {})",
+            engine.store.scrub(error),
+            engine.store.redacted_url()
+        )
+    });
+}
+
+/// The local tier one call uses, and how.
+type LocalUse<'a, T> = Option<(&'a LocalTier, LocalOps<T>)>;
+
+/// After a local miss: the local tier a value read from Redis (or made by
+/// the body) may be copied into, and the changes counted before the read
+/// (a read that crossed one is not kept).
+type LocalRead<'a, T> = Option<(&'a LocalTier, LocalOps<T>, Mark)>;
+
+/// Marks the local tier's changes before a read from Redis: only on a local
+/// miss, so that a local hit does not pay for hashing the key again.
+fn mark_read<'a, T>(local: LocalUse<'a, T>, key: &EntryKey) -> LocalRead<'a, T> {
+    local.map(|(tier, ops)| (tier, ops, tier.mark(&key.key)))
+}
+
+/// The local tier this call uses, if any: the function's type must allow it
+/// (`local_ops`), the function or the builder must ask for it, and no
+/// eviction may be parked (local copies are not trusted then, as Redis is
+/// not).
+fn local_tier_for<'a, T>(
+    engine: &'a Engine,
+    site: &CallSite,
+    local_ops: Option<LocalOps<T>>,
+) -> LocalUse<'a, T> {
+    local_ops
+        .filter(|_| !engine.parked.any())
+        .and_then(|ops| engine.local_for(site).map(|tier| (&**tier, ops)))
+}
+
+/// The local tier's copy of the entry, unless there is none or it had
+/// expired by `now`. The call's start stands for "now": one clock read fewer
+/// on the fastest path, for a copy that expired at most a few nanoseconds ago.
+fn local_hit<T>(key: &EntryKey, local: &LocalUse<'_, T>, now: Instant) -> Option<T> {
+    let (tier, ops) = local.as_ref()?;
+    tier.get(&key.key, ops, now)
+}
+
+/// Keeps a local copy of a value read from Redis, within `bounds`; not one
+/// that this process evicted while it was read (the eviction has already
+/// dropped the local copy), nor one that an invalidation message crossed.
+fn keep_local_copy<T>(
+    engine: &Engine,
     key: &EntryKey,
-    lookup: Lookup<S::Stored>,
+    local: &LocalRead<'_, T>,
+    bounds: Option<CopyBounds>,
+    value: &T,
+) {
+    if let (Some((tier, ops, since)), Some(bounds)) = (local, bounds)
+        && !engine.flights.evicted_since(&key.key, key.epoch)
+    {
+        tier.insert(&key.key, value, ops, bounds.ttl, bounds.encoded_len, *since);
+    }
+}
+
+/// Whose run of the body this is, and how it was reached.
+struct Run<'a> {
+    engine: &'a Arc<Engine>,
+    site: &'static CallSite,
+    key: &'a EntryKey,
+    /// Whether Redis failed the lookup: the result is then not stored.
+    redis_failed: bool,
+}
+
+/// [`miss`] on the heap. A future is as large as its largest state, and
+/// every call moves its future a few times (into the caller's): the miss
+/// path (coalescing, the lock wait, the body, the store) is several times
+/// the size of the lookup, so kept inline it would make every hit copy it.
+/// Boxed, it costs a miss one allocation instead. Not an `async fn`: one
+/// would hold its arguments, the body among them, inline.
+fn miss_boxed<'a, S, R, Fut>(
+    run: Run<'a>,
     body: Fut,
-    local: LocalFill<'_, S::Stored>,
-) -> (R, Outcome)
+    local: LocalRead<'a, S::Stored>,
+) -> Pin<Box<impl Future<Output = (R, Outcome)>>>
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    let redis_failed = matches!(lookup, Lookup::Failed);
-    if redis_failed {
+    Box::pin(miss::<S, R, Fut>(run, body, local))
+}
+
+/// After a miss or a failed lookup: coalesce with other callers of the key,
+/// or run the body.
+async fn miss<S, R, Fut>(run: Run<'_>, body: Fut, local: LocalRead<'_, S::Stored>) -> (R, Outcome)
+where
+    S: Shape<R>,
+    Fut: Future<Output = R>,
+{
+    let Run { engine, site, .. } = run;
+    if run.redis_failed {
         site.record_error();
     } else {
         site.record_miss();
     }
     let flight = if site.options.coalesce {
         loop {
-            match cache.flights().join(&key.key) {
+            match engine.flights.join(&run.key.key) {
                 Joined::Leader(guard) => break Some(guard),
                 Joined::Follower(receiver) => match flight::follow(receiver).await {
-                    FlightState::Done(bytes) => match cache.decode::<S::Stored>(&bytes) {
+                    FlightState::Done(bytes) => match engine.decode::<S::Stored>(&bytes) {
                         Some(entry) => {
                             site.record_coalesced();
                             return (S::from_stored(entry.value), Outcome::Coalesced);
@@ -494,72 +410,99 @@ where
     } else {
         None
     };
-    run_body::<S, R, Fut>(cache, site, key, redis_failed, body, flight, local).await
+    run_body::<S, R, Fut>(run, body, flight, local).await
 }
 
 /// The leader's part (or an uncoalesced caller's): with `lock`, first make
-/// sure no other process is already running the body for this key; then run
-/// it, share the entry with followers and store it.
+/// sure no other process is already running the body for this key; then
+/// lead the run, and keep a local copy of what it stored.
 async fn run_body<S, R, Fut>(
-    cache: &Cache,
-    site: &'static CallSite,
-    key: &EntryKey,
-    redis_failed: bool,
+    run: Run<'_>,
     body: Fut,
     flight: Option<LeaderGuard>,
-    local: LocalFill<'_, S::Stored>,
+    local: LocalRead<'_, S::Stored>,
 ) -> (R, Outcome)
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    let outcome = if redis_failed {
+    let outcome = if run.redis_failed {
         Outcome::Error
     } else {
         Outcome::Miss
     };
     let mut held = None;
-    if site.options.lock && !redis_failed {
-        match wait_for_lock(cache, &key.key).await {
+    if run.site.options.lock && !run.redis_failed {
+        match wait_for_lock(run.engine, &run.key.key).await {
             LockWait::Held(lock) => held = Some(lock),
             LockWait::Entry(bytes) => {
-                if let Some(entry) = cache.decode::<S::Stored>(&bytes) {
+                if let Some(entry) = run.engine.decode::<S::Stored>(&bytes) {
                     if let Some(flight) = flight {
                         flight.finish(FlightState::Done(Arc::from(bytes)));
                     }
-                    site.record_coalesced();
+                    run.site.record_coalesced();
                     return (S::from_stored(entry.value), Outcome::Coalesced);
                 }
             }
             LockWait::GaveUp => {}
         }
     }
+    let (result, stored) = lead::<S, R, Fut>(&run, body, flight, held).await;
+    if let (Some((tier, ops, since)), Some(stored), Some(value)) =
+        (&local, stored, S::storable(&result))
+    {
+        // Counted from when the value was encoded, not from when its store
+        // returned.
+        let ttl = stored.fresh_until.saturating_duration_since(Instant::now());
+        tier.insert(&run.key.key, value, ops, ttl, stored.encoded_len, *since);
+    }
+    (result, outcome)
+}
+
+/// An entry that a run stored: until when its value is fresh (`ttl` less
+/// jitter after it was encoded), and its encoded size.
+#[derive(Clone, Copy)]
+struct Stored {
+    fresh_until: Instant,
+    encoded_len: usize,
+}
+
+/// Leads one run of the body, for a caller or a background refresh alike:
+/// runs it, encodes what its shape stores, shares that with the flight's
+/// followers and stores it, counts a failed store, and releases the lock.
+async fn lead<S, R, Fut>(
+    run: &Run<'_>,
+    body: Fut,
+    flight: Option<LeaderGuard>,
+    held: Option<HeldLock>,
+) -> (R, Option<Stored>)
+where
+    S: Shape<R>,
+    Fut: Future<Output = R>,
+{
     let result = body.await;
-    let entry = entry_of::<S, R>(cache, site, &result);
-    // A local copy never outlives the value's freshness (`stale`), counted
-    // from when the value was encoded, not from when its store returned.
-    let local_fill = match &entry {
+    let entry = entry_of::<S, R>(run.engine, run.site, &result);
+    let stored = match &entry {
         Entry::Ready {
             bytes, fresh_until, ..
-        } => Some((*fresh_until, bytes.len())),
+        } => Some(Stored {
+            fresh_until: *fresh_until,
+            encoded_len: bytes.len(),
+        }),
         _ => None,
     };
-    match share_and_store(cache, key, entry, flight, redis_failed).await {
-        StoreOutcome::Failed => site.record_error(),
-        StoreOutcome::Stored => {
-            if let (Some((tier, ops, since)), Some((fresh_until, encoded_len)), Some(stored)) =
-                (&local, local_fill, S::storable(&result))
-            {
-                let ttl = fresh_until.saturating_duration_since(Instant::now());
-                tier.insert(&key.key, stored, ops, ttl, encoded_len, *since);
-            }
+    let stored = match share_and_store(run, entry, flight).await {
+        StoreOutcome::Failed => {
+            run.site.record_error();
+            None
         }
-        StoreOutcome::NotStored => {}
-    }
+        StoreOutcome::Stored => stored,
+        StoreOutcome::NotStored => None,
+    };
     if let Some(lock) = held {
         lock.release().await;
     }
-    (result, outcome)
+    (result, stored)
 }
 
 /// What to store for a result.
@@ -581,23 +524,23 @@ enum Entry {
     },
 }
 
-fn entry_of<S: Shape<R>, R>(cache: &Cache, site: &CallSite, result: &R) -> Entry {
+fn entry_of<S: Shape<R>, R>(engine: &Engine, site: &CallSite, result: &R) -> Entry {
     let Some(stored) = S::storable(result) else {
         return Entry::Nothing;
     };
-    let ttl = site_ttl(cache, site);
+    let ttl = site_ttl(engine, site);
     let stale = Duration::from_secs(site.options.stale_secs);
     let fresh_until =
         (!stale.is_zero()).then(|| codec::now_millis().saturating_add(crate::units::millis(ttl)));
-    match cache.encode(stored, fresh_until) {
-        Some(bytes) if bytes.len() > cache.config().max_value_size => {
+    let max_value_size = engine.config.max_value_size;
+    match engine.encode(stored, fresh_until) {
+        Some(bytes) if bytes.len() > max_value_size => {
             site.record_oversized();
-            cache.incidents().warn(Incident::TooLarge, || {
+            engine.incidents().warn(Incident::TooLarge, || {
                 format!(
-                    "a result of `{}` is {} bytes, over the {}-byte `max_value_size`: it is returned but not cached",
+                    "a result of `{}` is {} bytes, over the {max_value_size}-byte `max_value_size`: it is returned but not cached",
                     site.name(),
                     bytes.len(),
-                    cache.config().max_value_size
                 )
             });
             Entry::TooLarge(bytes.into())
@@ -623,13 +566,8 @@ enum StoreOutcome {
 
 /// Shows the entry to the flight's followers, stores it, and closes the
 /// flight.
-async fn share_and_store(
-    cache: &Cache,
-    key: &EntryKey,
-    entry: Entry,
-    flight: Option<LeaderGuard>,
-    redis_failed: bool,
-) -> StoreOutcome {
+async fn share_and_store(run: &Run<'_>, entry: Entry, flight: Option<LeaderGuard>) -> StoreOutcome {
+    let Run { engine, key, .. } = *run;
     let outcome = match entry {
         Entry::Nothing => StoreOutcome::NotStored,
         Entry::Unencodable => StoreOutcome::Failed,
@@ -652,14 +590,13 @@ async fn share_and_store(
             // one) as the recent evictions say.
             let evicted = || {
                 flight.as_ref().is_some_and(LeaderGuard::invalidated)
-                    || cache.flights().evicted_since(&key.key, key.epoch)
+                    || engine.flights.evicted_since(&key.key, key.epoch)
             };
-            if redis_failed || evicted() {
+            if run.redis_failed || evicted() {
                 // With Redis failing, the lookup has already been counted.
                 // Evicted meanwhile: what we read may predate the write.
                 StoreOutcome::NotStored
-            } else if cache
-                .store(&key.key, &bytes, redis_ttl, &key.tags)
+            } else if store(engine, &key.key, &bytes, redis_ttl, &key.tags)
                 .await
                 .is_err()
             {
@@ -667,7 +604,7 @@ async fn share_and_store(
             } else if evicted() {
                 // An eviction that came while the store was on its way may
                 // have reached Redis first: undo the store.
-                let _ = cache.send(redis::cmd("UNLINK").arg(&key.key)).await;
+                let _ = engine.store.unlink(&[&key.key]).await;
                 StoreOutcome::NotStored
             } else {
                 StoreOutcome::Stored
@@ -680,13 +617,37 @@ async fn share_and_store(
     outcome
 }
 
+/// Stores an encoded entry and its membership in the tag sets `tags` (full
+/// keys); logs a failure.
+async fn store(
+    engine: &Engine,
+    full_key: &str,
+    bytes: &[u8],
+    ttl: Duration,
+    tags: &[String],
+) -> Result<(), ()> {
+    engine
+        .store
+        .set_tagged(full_key, bytes, ttl, tags)
+        .await
+        .map_err(|error| {
+            engine.incidents().warn(Incident::Store, || {
+                format!(
+                    "cache store failed; the result is returned but not cached: {} (Redis at {})",
+                    engine.store.scrub(&error),
+                    engine.store.redacted_url()
+                )
+            });
+        })
+}
+
 /// The function's TTL, less jitter.
-fn site_ttl(cache: &Cache, site: &CallSite) -> Duration {
+fn site_ttl(engine: &Engine, site: &CallSite) -> Duration {
     let ttl = match site.options.ttl_secs {
-        0 => cache.default_ttl(),
+        0 => engine.config.default_ttl,
         seconds => Duration::from_secs(seconds),
     };
-    cache.jittered(ttl)
+    engine.jittered(ttl)
 }
 
 enum LockWait {
@@ -702,15 +663,15 @@ const LOCK_POLL: Duration = Duration::from_millis(20);
 
 /// Takes the key's lock, or waits (at most `lock_wait`) for the holder's
 /// entry, taking the lock over if the holder gives it up without storing.
-async fn wait_for_lock(cache: &Cache, key: &str) -> LockWait {
-    let config = cache.config();
+async fn wait_for_lock(engine: &Engine, key: &str) -> LockWait {
+    let config = &engine.config;
     let give_up_at = Instant::now() + config.lock_wait;
     loop {
-        match cache.try_lock(key, config.lock_lease).await {
+        match try_lock(&engine.store, key, config.lock_lease).await {
             LockAttempt::Acquired(lock) => {
                 // The previous holder may have stored and released between
                 // our lookup and our lock: check once more before running.
-                return match cache.send_get(key).await {
+                return match engine.store.get(key).await {
                     Ok(Some(bytes)) => {
                         lock.release().await;
                         LockWait::Entry(bytes)
@@ -725,7 +686,7 @@ async fn wait_for_lock(cache: &Cache, key: &str) -> LockWait {
             return LockWait::GaveUp;
         }
         tokio::time::sleep(LOCK_POLL).await;
-        match cache.send_get(key).await {
+        match engine.store.get(key).await {
             Ok(Some(bytes)) => return LockWait::Entry(bytes),
             Ok(None) => {}
             Err(_) => return LockWait::GaveUp,
@@ -735,20 +696,20 @@ async fn wait_for_lock(cache: &Cache, key: &str) -> LockWait {
 
 /// Starts the one background refresh of a stale key, unless one is already
 /// running in this process (or, with `lock`, in another).
-fn spawn_refresh<S, R, Fut>(cache: &Cache, site: &'static CallSite, key: EntryKey, body: Fut)
+fn spawn_refresh<S, R, Fut>(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut)
 where
     S: Shape<R>,
     S::Stored: Send,
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let Joined::Leader(flight) = cache.flights().join(&key.key) else {
+    let Joined::Leader(flight) = engine.flights.join(&key.key) else {
         return;
     };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let cache = cache.clone();
+    let engine = engine.clone();
     let span = tracing::debug_span!("redis_cached_refresh", function = site.name());
     runtime.spawn(
         async move {
@@ -758,8 +719,8 @@ where
             // that may be trusted (no eviction parked, none since the flight
             // began) counts, since the flight's followers get it; and only
             // its envelope is decoded.
-            if !cache.parked().any()
-                && let Ok(Some(bytes)) = cache.send_get(&key.key).await
+            if !engine.parked.any()
+                && let Ok(Some(bytes)) = engine.store.get(&key.key).await
                 && !flight.invalidated()
                 && let Ok(entry) = codec::decode::<serde::de::IgnoredAny>(&bytes)
                 && entry
@@ -770,7 +731,7 @@ where
                 return;
             }
             let held = if site.options.lock {
-                match cache.try_lock(&key.key, cache.config().lock_lease).await {
+                match try_lock(&engine.store, &key.key, engine.config.lock_lease).await {
                     LockAttempt::Acquired(lock) => Some(lock),
                     // Another process refreshes it; or Redis fails, and the
                     // store would fail too.
@@ -780,18 +741,17 @@ where
                 None
             };
             site.record_refresh();
-            let result = body.await;
-            let entry = entry_of::<S, R>(&cache, site, &result);
-            drop(result);
-            match share_and_store(&cache, &key, entry, Some(flight), false).await {
-                StoreOutcome::Failed => site.record_error(),
+            let run = Run {
+                engine: &engine,
+                site,
+                key: &key,
+                redis_failed: false,
+            };
+            let (_, stored) = lead::<S, R, Fut>(&run, body, Some(flight), held).await;
+            if stored.is_some() {
                 // Local copies elsewhere end with the old value's freshness
                 // anyway; the message spares them clock skew between hosts.
-                StoreOutcome::Stored => cache.announce(Change::Key(key.key)).await,
-                StoreOutcome::NotStored => {}
-            }
-            if let Some(lock) = held {
-                lock.release().await;
+                engine.announce(Change::Key(key.key)).await;
             }
         }
         .instrument(span),
@@ -801,8 +761,8 @@ where
 /// Write-through, for `#[cache_put]` and the derived `…_refresh` helpers: runs
 /// the body and stores what its shape allows, with the site's TTL (and
 /// `stale`), without looking up first.
-pub async fn put_call<S, R, Fut>(
-    cache: &Cache,
+pub(crate) async fn put_call<S, R, Fut>(
+    engine: &Engine,
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
@@ -816,31 +776,13 @@ where
     let result = body.await;
     if let Entry::Ready {
         bytes, redis_ttl, ..
-    } = entry_of::<S, R>(cache, site, &result)
+    } = entry_of::<S, R>(engine, site, &result)
     {
-        if cache.store(&key, &bytes, redis_ttl, &tags).await.is_err() {
+        if store(engine, &key, &bytes, redis_ttl, &tags).await.is_err() {
             site.record_error();
         }
         // Other processes' local copies hold the value this one replaced.
-        cache.announce(Change::Key(key)).await;
+        engine.announce(Change::Key(key)).await;
     }
     result
-}
-
-/// Whether a result counts as success, for `#[cache_evict]`: `Ok` for a
-/// `Result`, anything else always.
-pub trait Succeeded<R> {
-    fn succeeded(result: &R) -> bool;
-}
-
-impl<T, E> Succeeded<Result<T, E>> for OkValues {
-    fn succeeded(result: &Result<T, E>) -> bool {
-        result.is_ok()
-    }
-}
-
-impl<R> Succeeded<R> for AnyValue {
-    fn succeeded(_: &R) -> bool {
-        true
-    }
 }

@@ -86,7 +86,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<T>, DecodeErr
 pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| crate::units::millis(d))
+        .map_or(0, crate::units::millis)
 }
 
 #[cfg(test)]

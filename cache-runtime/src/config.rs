@@ -1,38 +1,10 @@
-//! Configuration: a builder with documented defaults, and `REDIS_URL`.
+//! Settings: the validated configuration a cache runs with, and the
+//! settings types the builder takes.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::error::ConfigError;
-use crate::keys::MIN_MAX_KEY_LEN;
-
-/// Used when neither the builder nor `REDIS_URL` names a server.
-pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-/// How long one Redis operation may take before the call gives up on the cache.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
-/// How long one connection attempt (TCP, TLS, AUTH, PING) may take.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The TTL of a function whose attribute sets none.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
-/// Keys longer than this are shortened by hashing.
-pub const DEFAULT_MAX_KEY_LEN: usize = 256;
-/// The longest wait between two reconnection attempts. It bounds how long
-/// caching stays off after Redis comes back.
-pub const DEFAULT_MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
-/// The shortest interval between two log lines about the same kind of incident.
-pub const DEFAULT_LOG_INTERVAL: Duration = Duration::from_secs(5);
-/// The largest share of a TTL taken off at random, so that keys written
-/// together do not all expire together.
-pub const DEFAULT_TTL_JITTER: f64 = 0.1;
-/// How long a `lock = true` lock lives unless released: the bound on how long
-/// a crashed holder can keep other processes waiting.
-pub const DEFAULT_LOCK_LEASE: Duration = Duration::from_secs(10);
-/// How long a process waits for the lock holder's value before it runs the
-/// body itself.
-pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5);
-/// Encoded entries larger than this are not stored (the call still returns
-/// its value): one huge value must not fill Redis or stall its connection.
-pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
+use crate::defaults;
 
 /// Everything a [`Cache`](crate::Cache) needs, validated.
 #[derive(Clone)]
@@ -56,7 +28,7 @@ pub(crate) struct Config {
     pub(crate) cluster_urls: Vec<String>,
     /// The local tier, if the builder set one up (else it starts with its
     /// defaults at the first `local = true` call).
-    pub(crate) local_tier: Option<crate::local::LocalTier>,
+    pub(crate) local_tier: Option<LocalTierSettings>,
     /// Where connections are driven.
     pub(crate) connection_placement: ConnectionPlacement,
 }
@@ -123,270 +95,74 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Builds a [`Cache`](crate::Cache).
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use cache_runtime::Cache;
-///
-/// Cache::builder()
-///     .url("redis://127.0.0.1:6379")
-///     .prefix("myapp:v2")
-///     .deadline(Duration::from_millis(30))
-///     .default_ttl(Duration::from_secs(60))
-///     .build()
-///     .expect("valid cache configuration")
-///     .install()
-///     .expect("installed before the first cached call");
-/// ```
-#[derive(Clone, Default)]
-pub struct CacheBuilder {
-    url: Option<String>,
-    prefix: Option<String>,
-    deadline: Option<Duration>,
-    connect_timeout: Option<Duration>,
-    default_ttl: Option<Duration>,
-    max_key_len: Option<usize>,
-    max_reconnect_backoff: Option<Duration>,
-    log_interval: Option<Duration>,
-    ttl_jitter: Option<f64>,
-    lock_lease: Option<Duration>,
-    lock_wait: Option<Duration>,
-    max_value_size: Option<usize>,
-    tls_root_ca: Option<Vec<u8>>,
-    cluster_urls: Option<Vec<String>>,
-    local_tier: Option<crate::local::LocalTier>,
-    connection_placement: ConnectionPlacement,
+/// The longest [`LocalTierSettings::max_ttl`]: past it, `Instant` arithmetic (and
+/// moka) would overflow, and no copy needs to live longer.
+const LONGEST_MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[doc = include_str!("../docs/local_tier.md")]
+#[derive(Debug, Clone)]
+pub struct LocalTierSettings {
+    pub(crate) max_entries: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_ttl: Duration,
+    pub(crate) health_check_interval: Duration,
+    pub(crate) for_all_functions: bool,
 }
 
-impl fmt::Debug for CacheBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("url", &self.url.as_deref().map(redact_url))
-            .field("prefix", &self.prefix)
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CacheBuilder {
-    /// The Redis server, as `redis://[user:password@]host:port[/db]`,
-    /// `rediss://…` for TLS, or `redis+unix:///path`. Default: `REDIS_URL`,
-    /// else [`DEFAULT_URL`].
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
-        self
-    }
-
-    /// A namespace put in front of every key, followed by `:`; for example the
-    /// application's name and version, so that a new release with changed
-    /// types never reads the old release's entries. Default: none.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
-        self
-    }
-
-    /// How long one Redis operation may take. Past it the call carries on
-    /// without the cache. Default: [`DEFAULT_DEADLINE`].
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// How long one connection attempt may take. Default: [`DEFAULT_CONNECT_TIMEOUT`].
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// The TTL of functions whose attribute sets none. Default: [`DEFAULT_TTL`].
-    pub fn default_ttl(mut self, ttl: Duration) -> Self {
-        self.default_ttl = Some(ttl);
-        self
-    }
-
-    /// Keys longer than this many bytes are shortened by hashing.
-    /// Default: [`DEFAULT_MAX_KEY_LEN`]; at least 128.
-    pub fn max_key_len(mut self, bytes: usize) -> Self {
-        self.max_key_len = Some(bytes);
-        self
-    }
-
-    /// The longest wait between reconnection attempts while Redis is down.
-    /// Default: [`DEFAULT_MAX_RECONNECT_BACKOFF`].
-    pub fn max_reconnect_backoff(mut self, backoff: Duration) -> Self {
-        self.max_reconnect_backoff = Some(backoff);
-        self
-    }
-
-    /// The shortest interval between two log lines about the same kind of
-    /// incident. Default: [`DEFAULT_LOG_INTERVAL`].
-    pub fn log_interval(mut self, interval: Duration) -> Self {
-        self.log_interval = Some(interval);
-        self
-    }
-
-    /// The largest share of each TTL taken off at random, from 0 (no jitter)
-    /// to 0.5. The stored TTL never exceeds the one asked for (plus `stale`).
-    /// Default: [`DEFAULT_TTL_JITTER`].
-    pub fn ttl_jitter(mut self, ratio: f64) -> Self {
-        self.ttl_jitter = Some(ratio);
-        self
-    }
-
-    /// How long the `lock = true` lock lives unless released.
-    /// Default: [`DEFAULT_LOCK_LEASE`].
-    pub fn lock_lease(mut self, lease: Duration) -> Self {
-        self.lock_lease = Some(lease);
-        self
-    }
-
-    /// How long a process waits for another process's value under
-    /// `lock = true` before it runs the body itself. Default: [`DEFAULT_LOCK_WAIT`].
-    pub fn lock_wait(mut self, wait: Duration) -> Self {
-        self.lock_wait = Some(wait);
-        self
-    }
-
-    /// Encoded entries larger than this many bytes are not stored: the call
-    /// returns its value, and the incident is logged and counted
-    /// (`oversized`). Default: [`DEFAULT_MAX_VALUE_SIZE`] (16 MiB).
-    pub fn max_value_size(mut self, bytes: usize) -> Self {
-        self.max_value_size = Some(bytes);
-        self
-    }
-
-    /// PEM-encoded root certificates to trust for a `rediss://` URL, instead
-    /// of the system's (for a private CA). Default: the system's roots.
-    pub fn tls_root_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.tls_root_ca = Some(pem.into());
-        self
-    }
-
-    /// Connects to a Redis Cluster through these seed nodes instead of one
-    /// server (the cluster's other nodes are discovered). Default: the
-    /// comma-separated `REDIS_CLUSTER_URLS`, when set and no `url` is given.
-    pub fn cluster_urls<I, S>(mut self, urls: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.cluster_urls = Some(urls.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Sets up the local tier: an in-process copy of hot entries, used by
-    /// functions with `local = true` (or all, with
-    /// [`LocalTier::for_all_functions`](crate::LocalTier::for_all_functions)).
-    /// Default: started with [`LocalTier::new`](crate::LocalTier::new)'s
-    /// settings at the first `local = true` call.
-    pub fn local_tier(mut self, local_tier: crate::local::LocalTier) -> Self {
-        self.local_tier = Some(local_tier);
-        self
-    }
-
-    /// Where the connections to Redis are driven. Default:
-    /// [`ConnectionPlacement::PerRuntime`], one connection per runtime that
-    /// calls; [`ConnectionPlacement::IoThread`] for one connection in all.
-    pub fn connection_placement(mut self, placement: ConnectionPlacement) -> Self {
-        self.connection_placement = placement;
-        self
-    }
-
-    /// Validates the configuration and creates the cache. It connects in the
-    /// background: this returns at once, and never fails because Redis is down.
-    pub fn build(self) -> Result<crate::Cache, ConfigError> {
-        let config = self.into_config()?;
-        crate::Cache::from_config(config)
-    }
-
-    pub(crate) fn into_config(self) -> Result<Config, ConfigError> {
-        let cluster_urls = match (&self.cluster_urls, &self.url) {
-            (Some(urls), _) => urls.clone(),
-            // An explicit `url` means one server, whatever the environment says.
-            (None, Some(_)) => Vec::new(),
-            (None, None) => std::env::var("REDIS_CLUSTER_URLS")
-                .map(|urls| {
-                    urls.split(',')
-                        .map(str::trim)
-                        .filter(|url| !url.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        let url = self
-            .url
-            .or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()))
-            .unwrap_or_else(|| DEFAULT_URL.to_owned());
-        let key_prefix = match self.prefix {
-            None => String::new(),
-            Some(prefix) => {
-                validate_prefix(&prefix)?;
-                format!("{prefix}:")
-            }
-        };
-        let positive = |value: Option<Duration>, default: Duration, setting: &'static str| {
-            let value = value.unwrap_or(default);
-            if value.is_zero() {
-                Err(ConfigError::ZeroDuration { setting })
-            } else {
-                Ok(value)
-            }
-        };
-        let max_key_len = self.max_key_len.unwrap_or(DEFAULT_MAX_KEY_LEN);
-        if max_key_len < MIN_MAX_KEY_LEN {
-            return Err(ConfigError::MaxKeyLenTooSmall {
-                requested: max_key_len,
-                minimum: MIN_MAX_KEY_LEN,
-            });
+impl Default for LocalTierSettings {
+    fn default() -> Self {
+        LocalTierSettings {
+            max_entries: defaults::LOCAL_MAX_ENTRIES,
+            max_bytes: defaults::LOCAL_MAX_BYTES,
+            max_ttl: defaults::LOCAL_MAX_TTL,
+            health_check_interval: defaults::LOCAL_HEALTH_CHECK_INTERVAL,
+            for_all_functions: false,
         }
-        Ok(Config {
-            url,
-            key_prefix,
-            deadline: positive(self.deadline, DEFAULT_DEADLINE, "deadline")?,
-            connect_timeout: positive(
-                self.connect_timeout,
-                DEFAULT_CONNECT_TIMEOUT,
-                "connect_timeout",
-            )?,
-            default_ttl: positive(self.default_ttl, DEFAULT_TTL, "default_ttl")?,
-            max_key_len,
-            max_reconnect_backoff: positive(
-                self.max_reconnect_backoff,
-                DEFAULT_MAX_RECONNECT_BACKOFF,
-                "max_reconnect_backoff",
-            )?,
-            log_interval: self.log_interval.unwrap_or(DEFAULT_LOG_INTERVAL),
-            ttl_jitter: match self.ttl_jitter.unwrap_or(DEFAULT_TTL_JITTER) {
-                ratio if (0.0..=0.5).contains(&ratio) => ratio,
-                ratio => return Err(ConfigError::InvalidJitter { ratio }),
-            },
-            lock_lease: positive(self.lock_lease, DEFAULT_LOCK_LEASE, "lock_lease")?,
-            lock_wait: positive(self.lock_wait, DEFAULT_LOCK_WAIT, "lock_wait")?,
-            max_value_size: self.max_value_size.unwrap_or(DEFAULT_MAX_VALUE_SIZE),
-            tls_root_ca: self.tls_root_ca,
-            cluster_urls,
-            local_tier: self.local_tier,
-            connection_placement: self.connection_placement,
-        })
     }
 }
 
-fn validate_prefix(prefix: &str) -> Result<(), ConfigError> {
-    let reason = if prefix.is_empty() {
-        "it is empty; leave the prefix unset instead"
-    } else if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        "it contains whitespace or control characters"
-    } else if prefix.contains(['{', '}', '*', '?', '[', ']']) {
-        "it contains a glob or hash-tag character (`{ } * ? [ ]`)"
-    } else {
-        return Ok(());
-    };
-    Err(ConfigError::InvalidPrefix {
-        prefix: prefix.to_owned(),
-        reason,
-    })
+impl LocalTierSettings {
+    /// The defaults: 10 000 entries, 64 MiB, 60 s, a health check every
+    /// second, only `local = true` functions.
+    pub fn new() -> Self {
+        LocalTierSettings::default()
+    }
+
+    /// The most entries kept.
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.max_entries = entries.max(1);
+        self
+    }
+
+    /// The most bytes kept, counted as the entries' encoded sizes.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes.max(1);
+        self
+    }
+
+    /// The longest a local copy is used, even if its Redis entry lives
+    /// longer: this also bounds how long a copy outlives a change made to
+    /// Redis behind the library's back. At most a year.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.max_ttl = ttl.min(LONGEST_MAX_TTL);
+        self
+    }
+
+    /// How often the invalidation subscription is PINGed. A subscription
+    /// that does not answer within the connect timeout is dropped, and the
+    /// tier emptied, so this plus the connect timeout bounds how long a copy
+    /// can outlive a message lost on a silently dead connection.
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_check_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Use the local tier for every function whose stored type is `Clone`,
+    /// not only those with `local = true`.
+    pub fn for_all_functions(mut self, all: bool) -> Self {
+        self.for_all_functions = all;
+        self
+    }
 }
 
 /// The password in `url`, if it has one (`redis://user:PASSWORD@…`).
@@ -404,7 +180,7 @@ pub(crate) fn url_password(url: &str) -> Option<&str> {
 
 /// `url` with the password, if any, replaced by `***`: the only form in which
 /// a URL is ever logged, displayed or debug-printed.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         // Not a URL we can take apart: show nothing that could be a secret.
         return "<unparsable URL>".to_owned();
@@ -454,34 +230,8 @@ mod tests {
     }
 
     #[test]
-    fn invalid_settings_are_rejected() {
-        let err = CacheBuilder::default()
-            .deadline(Duration::ZERO)
-            .into_config()
-            .unwrap_err();
-        assert_eq!(
-            err,
-            ConfigError::ZeroDuration {
-                setting: "deadline"
-            }
-        );
-        assert!(matches!(
-            CacheBuilder::default().max_key_len(10).into_config(),
-            Err(ConfigError::MaxKeyLenTooSmall { .. })
-        ));
-        assert!(matches!(
-            CacheBuilder::default().prefix("a b").into_config(),
-            Err(ConfigError::InvalidPrefix { .. })
-        ));
-    }
-
-    #[test]
-    fn prefix_gets_its_separator() {
-        let config = CacheBuilder::default()
-            .url("redis://x")
-            .prefix("app:v1")
-            .into_config()
-            .unwrap();
-        assert_eq!(config.key_prefix, "app:v1:");
+    fn max_ttl_is_capped_rather_than_overflowing() {
+        let settings = LocalTierSettings::new().max_ttl(Duration::MAX);
+        assert_eq!(settings.max_ttl, LONGEST_MAX_TTL);
     }
 }

@@ -12,16 +12,34 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum ConfigError {
     /// `ttl_jitter` outside `0.0..=0.5`.
-    InvalidJitter { ratio: f64 },
+    InvalidJitter {
+        /// The ratio asked for.
+        ratio: f64,
+    },
     /// The Redis URL could not be parsed. The URL in the message has its password redacted.
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// Why it could not be used.
+        reason: String,
+    },
     /// A duration setting that must be positive was zero.
-    ZeroDuration { setting: &'static str },
+    ZeroDuration {
+        /// The setting's name, as the builder method spells it.
+        setting: &'static str,
+    },
     /// `max_key_len` is too small to hold a hashed key.
-    MaxKeyLenTooSmall { requested: usize, minimum: usize },
+    MaxKeyLenTooSmall {
+        /// The length asked for, in bytes.
+        requested: usize,
+        /// The smallest length allowed, in bytes.
+        minimum: usize,
+    },
     /// The key prefix contains characters that would make keys ambiguous.
     InvalidPrefix {
+        /// The prefix asked for.
         prefix: String,
+        /// What is wrong with it.
         reason: &'static str,
     },
 }
@@ -80,7 +98,12 @@ pub enum CacheError {
     /// The value could not be serialized to JSON.
     Encode(serde_json::Error),
     /// The encoded value is larger than `max_value_size`.
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// The encoded size, in bytes.
+        size: usize,
+        /// The configured `max_value_size`, in bytes.
+        max: usize,
+    },
 }
 
 impl fmt::Display for CacheError {

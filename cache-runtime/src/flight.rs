@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::local::Change;
+use crate::change::Change;
 
 /// What followers of a flight see.
 #[derive(Clone)]
@@ -102,11 +102,7 @@ impl Flights {
                 recent.pop_front();
             }
         }
-        match change {
-            Change::Key(key) => self.invalidate(|in_flight| in_flight == key),
-            Change::Prefix(prefix) => self.invalidate(|in_flight| in_flight.starts_with(prefix)),
-            Change::All => self.invalidate(|_| true),
-        }
+        self.invalidate(|in_flight| change.covers(in_flight));
     }
 
     /// Whether `key` was evicted after epoch `since`.
@@ -118,14 +114,9 @@ impl Flights {
         match recent.front() {
             // Evictions after `since` were forgotten: assume the worst.
             Some((oldest, _)) if *oldest > since + 1 => true,
-            _ => recent.iter().any(|(epoch, change)| {
-                *epoch > since
-                    && match change {
-                        Change::Key(evicted) => evicted == key,
-                        Change::Prefix(prefix) => key.starts_with(prefix.as_str()),
-                        Change::All => true,
-                    }
-            }),
+            _ => recent
+                .iter()
+                .any(|(epoch, change)| *epoch > since && change.covers(key)),
         }
     }
 

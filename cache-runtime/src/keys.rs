@@ -23,6 +23,10 @@ use std::fmt::{self, Write};
 
 use sha2::{Digest, Sha256};
 
+/// Where tag sets live, after the cache's prefix. `#` never appears in an
+/// escaped value, so no entry's key can take this form.
+pub(crate) const TAG_MARKER: &str = "#tag:";
+
 /// Bytes a hashed key appends: `#` and 64 hex digits.
 const HASH_SUFFIX_LEN: usize = 1 + 64;
 /// The smallest `max_key_len` that leaves a useful readable head.

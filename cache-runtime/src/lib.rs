@@ -22,40 +22,56 @@
 //! See the [`redis_cached`] attribute for its arguments, [`Cache`] and
 //! [`CacheBuilder`] for configuration, and [`metrics`] for the counters.
 
-mod cache;
-mod call;
+#![warn(missing_docs)]
+
+// The layers, from the bottom up; each module calls only modules below it
+// (ARCHITECTURE.md draws them, and tests/tests/architecture.rs checks it).
+//
+// Leaves: settings, keys, the stored format, errors, incidents, retries.
+mod builder;
+mod change;
 mod codec;
 mod config;
-mod connection;
+pub mod defaults;
 mod error;
-mod flight;
 mod incident;
-mod invalidate;
 mod io;
 mod keys;
-mod local;
-mod lock;
 pub mod metrics;
 mod random;
 mod retry;
+mod shape;
 mod sync;
 mod units;
+// The connection, and the store that owns every Redis command.
+mod connection;
+mod store;
+// What the store's users keep: flights, the local tier, the announcer, the
+// parked evictions; and the engine that holds one cache's parts.
+mod announce;
+mod engine;
+mod flight;
+mod local;
+mod parked;
+// The work: the lock, eviction, and the cached-call state machine.
+mod call;
+mod evict;
+mod lock;
+mod observe;
+// The public front, and what generated code calls.
+mod cache;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
+pub use builder::CacheBuilder;
 pub use cache::{Cache, escape_key_part};
-pub use call::{Outcome, track_outcome};
-pub use codec::FORMAT_VERSION;
-pub use config::{
-    CacheBuilder, ConnectionPlacement, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DEADLINE,
-    DEFAULT_LOCK_LEASE, DEFAULT_LOCK_WAIT, DEFAULT_LOG_INTERVAL, DEFAULT_MAX_KEY_LEN,
-    DEFAULT_MAX_RECONNECT_BACKOFF, DEFAULT_TTL, DEFAULT_TTL_JITTER, DEFAULT_URL, redact_url,
-};
+pub use change::Target;
+pub use config::{ConnectionPlacement, LocalTierSettings};
 pub use error::{AlreadyInstalled, CacheError, ConfigError};
-pub use invalidate::{PendingInvalidations, Target, deferred};
-pub use local::LocalTier;
+pub use evict::{PendingInvalidations, deferred};
+pub use observe::{Outcome, track_outcome};
 
 #[doc = include_str!("../docs/redis_cached.md")]
 pub use cache_macro::redis_cached;

@@ -1,43 +1,7 @@
-//! The local tier: an in-process copy of hot entries, so that a hit costs a
-//! hash-map lookup and a clone instead of a round trip and a decode.
-//!
-//! - **Opt-in**: `local = true` on the attribute, or
-//!   [`LocalTier::for_all_functions`] on the builder (which applies to every
-//!   function whose stored type is `Clone`, the only ones that can be served
-//!   without decoding).
-//! - **Bounded** by entries and bytes (moka, weighted by each entry's encoded
-//!   size), and by time: a local copy never outlives its Redis entry, nor
-//!   its value's freshness (with `stale`), nor [`LocalTier::max_ttl`].
-//! - **Decoded once**: the copy is the decoded value behind an `Arc`; a local
-//!   hit clones it.
-//! - **Coherent across processes**: every eviction and every write-through
-//!   (`#[cache_evict]`, `#[cache_put]`, the derived helpers, `Cache::set`,
-//!   `delete` and `invalidate*`) publishes the key on a Redis pub/sub channel
-//!   (`<prefix>#invalidate`) once Redis has applied it. Every process
-//!   subscribes and drops its copy when the message arrives: within the time
-//!   Redis takes to deliver a message (measured in BENCHMARKS.md).
-//!
-//! What bounds a stale copy when something fails:
-//! - **The subscription drops** (Redis restarts, the connection is killed):
-//!   the tier is emptied at once and bypassed until it has resubscribed.
-//! - **The subscription goes silent** (a half-open connection, a stalled
-//!   server): it is PINGed every [`LocalTier::health_check_interval`], and one
-//!   that does not answer within the connect timeout counts as dropped. A
-//!   copy made stale meanwhile lives at most that interval plus that timeout.
-//! - **A message may not have gone out** (its PUBLISH failed or missed its
-//!   deadline): the sender owes it, and sends the messages it owes again in
-//!   the background, backing off up to once a second, until Redis takes
-//!   them; more than a thousand owed become one message that drops every
-//!   copy. Meanwhile the sender goes on using Redis, which holds the change.
-//!   Redis refusing the message (`NOPERM`, `ERR`) is only logged: such a
-//!   process cannot subscribe either, so its own tier stays off.
-//! - **A read crosses a message**: a value read from Redis is kept only if no
-//!   message about its key (or a prefix, a tag, or the subscription) arrived
-//!   between the read's start and its copy, so an old value read just before
-//!   another process's write is not kept after that write's message.
-//! - **Redis is changed behind the library's back** (a `SET` from another
-//!   program, `FLUSHDB`, a key evicted by `maxmemory`): nobody announces it,
-//!   and a copy lives until its own TTL, capped by [`LocalTier::max_ttl`].
+//! The local tier: an in-process copy of hot entries, kept coherent with
+//! Redis through the invalidation channel. What it guarantees, and how long
+//! a copy can outlive a change when something fails, is documented on
+//! [`LocalTierSettings`](crate::LocalTierSettings).
 
 use std::any::Any;
 use std::hash::BuildHasher;
@@ -48,78 +12,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::config::Config;
+use crate::change::{Change, channel};
+use crate::config::{Config, LocalTierSettings};
 use crate::incident::{Incident, Incidents};
-
-/// The longest [`LocalTier::max_ttl`]: past it, `Instant` arithmetic (and
-/// moka) would overflow, and no copy needs to live longer.
-const LONGEST_MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// The local tier's settings, for [`CacheBuilder::local_tier`](crate::CacheBuilder::local_tier).
-#[derive(Debug, Clone)]
-pub struct LocalTier {
-    max_entries: u64,
-    max_bytes: u64,
-    max_ttl: Duration,
-    health_check_interval: Duration,
-    for_all_functions: bool,
-}
-
-impl Default for LocalTier {
-    fn default() -> Self {
-        LocalTier {
-            max_entries: 10_000,
-            max_bytes: 64 * 1024 * 1024,
-            max_ttl: Duration::from_secs(60),
-            health_check_interval: Duration::from_secs(1),
-            for_all_functions: false,
-        }
-    }
-}
-
-impl LocalTier {
-    /// The defaults: 10 000 entries, 64 MiB, 60 s, a health check every
-    /// second, only `local = true` functions.
-    pub fn new() -> Self {
-        LocalTier::default()
-    }
-
-    /// The most entries kept.
-    pub fn max_entries(mut self, entries: u64) -> Self {
-        self.max_entries = entries.max(1);
-        self
-    }
-
-    /// The most bytes kept, counted as the entries' encoded sizes.
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.max_bytes = bytes.max(1);
-        self
-    }
-
-    /// The longest a local copy is used, even if its Redis entry lives
-    /// longer: this also bounds how long a copy outlives a change made to
-    /// Redis behind the library's back. At most a year.
-    pub fn max_ttl(mut self, ttl: Duration) -> Self {
-        self.max_ttl = ttl.min(LONGEST_MAX_TTL);
-        self
-    }
-
-    /// How often the invalidation subscription is PINGed. A subscription
-    /// that does not answer within the connect timeout is dropped, and the
-    /// tier emptied, so this plus the connect timeout bounds how long a copy
-    /// can outlive a message lost on a silently dead connection.
-    pub fn health_check_interval(mut self, interval: Duration) -> Self {
-        self.health_check_interval = interval.max(Duration::from_millis(10));
-        self
-    }
-
-    /// Use the local tier for every function whose stored type is `Clone`,
-    /// not only those with `local = true`.
-    pub fn for_all_functions(mut self, all: bool) -> Self {
-        self.for_all_functions = all;
-        self
-    }
-}
 
 /// How to put a decoded value in the local tier and take it out, for one
 /// stored type. Built by generated code only where the type is `Clone`.
@@ -141,13 +36,16 @@ impl<T> Copy for LocalOps<T> {}
 pub struct Probe<T>(std::marker::PhantomData<T>);
 
 impl<T> Probe<T> {
+    /// A probe for `T`.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Probe(std::marker::PhantomData)
     }
 }
 
+/// The probe's answer for `Clone` types.
 pub trait ViaClone<T> {
+    /// How to keep `T` in the local tier.
     fn local_ops(&self) -> Option<LocalOps<T>>;
 }
 
@@ -160,7 +58,9 @@ impl<T: Clone + Send + Sync + 'static> ViaClone<T> for Probe<T> {
     }
 }
 
+/// The probe's answer for every other type.
 pub trait NotLocal<T> {
+    /// `None`: `T` cannot be kept in the local tier.
     fn local_ops(&self) -> Option<LocalOps<T>>;
 }
 
@@ -178,9 +78,9 @@ struct LocalEntry {
 }
 
 /// A cache's local tier, with its invalidation subscription.
-pub(crate) struct Tier {
+pub(crate) struct LocalTier {
     entries: moka::sync::Cache<String, LocalEntry>,
-    settings: LocalTier,
+    settings: LocalTierSettings,
     /// The weight below which no entry counts, so that `max_bytes` also
     /// bounds the number of entries.
     min_weight: u64,
@@ -208,7 +108,7 @@ struct Marks {
 /// spoiled is only a fill skipped: the next call reads Redis again).
 const MARK_STRIPES: usize = 1024;
 
-/// The changes counted when a read started; see [`Tier::mark`].
+/// The changes counted when a read started; see [`LocalTier::mark`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mark {
     every_key: u64,
@@ -245,8 +145,12 @@ impl Marks {
     }
 }
 
-impl Tier {
-    pub(crate) fn start(config: &Config, client: Option<redis::Client>) -> Arc<Tier> {
+impl LocalTier {
+    pub(crate) fn start(
+        config: &Config,
+        client: Option<redis::Client>,
+        instance: String,
+    ) -> Arc<LocalTier> {
         let settings = config.local_tier.clone().unwrap_or_default();
         let min_weight = (settings.max_bytes / settings.max_entries).max(1);
         let entries = moka::sync::Cache::builder()
@@ -259,11 +163,11 @@ impl Tier {
             .build();
         let channel = channel(&config.key_prefix);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let tier = Arc::new(Tier {
+        let tier = Arc::new(LocalTier {
             entries,
             settings,
             min_weight,
-            instance: crate::random::token(),
+            instance,
             channel,
             subscribed: AtomicBool::new(false),
             marks: Marks {
@@ -312,7 +216,7 @@ impl Tier {
     }
 
     /// Notes the changes counted so far, before reading `key` from Redis;
-    /// [`Tier::insert`] keeps what was read only if none came since.
+    /// [`LocalTier::insert`] keeps what was read only if none came since.
     pub(crate) fn mark(&self, key: &str) -> Mark {
         self.marks.mark(key)
     }
@@ -373,121 +277,16 @@ impl Tier {
         }
     }
 
-    /// The message that tells other processes about `change`.
-    pub(crate) fn message(&self, change: &Change) -> String {
-        change.message(&self.instance)
-    }
-
+    /// Applies an invalidation message from another process.
     fn receive(&self, message: &str) {
-        let mut parts = message.splitn(3, ' ');
-        let (Some(kind), Some(instance), text) = (parts.next(), parts.next(), parts.next()) else {
-            return;
-        };
-        if instance == self.instance {
-            return;
-        }
-        let text = text.unwrap_or_default().to_owned();
-        match kind {
-            "k" => self.forget(&Change::Key(text)),
-            "p" => self.forget(&Change::Prefix(text)),
-            _ => self.forget(&Change::All),
+        match Change::parse(message) {
+            Some((sender, change)) if sender != self.instance => self.forget(&change),
+            _ => {}
         }
     }
 }
 
-/// What changed in Redis, for local copies.
-#[derive(Debug, Clone)]
-pub(crate) enum Change {
-    Key(String),
-    Prefix(String),
-    /// A tag: its members are not known here, so every copy goes.
-    All,
-}
-
-impl Change {
-    /// The invalidation message: `<kind> <sender> <key or prefix>`. A
-    /// process without a local tier sends as `-`.
-    pub(crate) fn message(&self, instance: &str) -> String {
-        let (kind, text) = match self {
-            Change::Key(key) => ("k", key.as_str()),
-            Change::Prefix(prefix) => ("p", prefix.as_str()),
-            Change::All => ("a", ""),
-        };
-        format!("{kind} {instance} {text}")
-    }
-}
-
-/// Invalidation messages that may not have reached Redis (their `PUBLISH`
-/// failed, or missed its deadline), waiting to be sent again. Owing a
-/// message does not stop this process from using Redis: Redis already holds
-/// the change; only the other processes' local tiers are owed the news.
-#[derive(Default)]
-pub(crate) struct OwedMessages(std::sync::Mutex<Owed>);
-
-#[derive(Default)]
-struct Owed {
-    /// In the order they were owed; sent again in that order.
-    messages: Vec<String>,
-    /// Whether a task is sending them.
-    replaying: bool,
-}
-
-/// The most messages owed; past it, one message that drops every local copy
-/// stands for them all.
-const MAX_OWED: usize = 1_000;
-
-impl OwedMessages {
-    /// Owes `message`, or, past [`MAX_OWED`], `everything` instead of all
-    /// the messages owed. Returns whether a task must start sending them.
-    pub(crate) fn owe(&self, message: String, everything: String) -> bool {
-        let mut owed = self.lock();
-        owed.messages.push(message);
-        if owed.messages.len() > MAX_OWED {
-            owed.messages = vec![everything];
-        }
-        !std::mem::replace(&mut owed.replaying, true)
-    }
-
-    /// The messages to send now.
-    pub(crate) fn batch(&self) -> Vec<String> {
-        self.lock().messages.clone()
-    }
-
-    /// `batch` went out: forgets it. Returns whether nothing is owed any
-    /// more, in which case the sending task ends (and the next message owed
-    /// starts another).
-    pub(crate) fn sent(&self, batch: &[String]) -> bool {
-        let mut owed = self.lock();
-        // Messages are only appended, unless too many were replaced by one
-        // for everything, which has not gone out yet: then keep it. Never
-        // forget a message by its text alone: the same text owed again after
-        // the batch was read may be news the batch did not carry.
-        if owed.messages.starts_with(batch) {
-            owed.messages.drain(..batch.len());
-        }
-        let done = owed.messages.is_empty();
-        if done {
-            owed.replaying = false;
-        }
-        done
-    }
-
-    /// No task could be started: the next message owed tries again.
-    pub(crate) fn stopped(&self) {
-        self.lock().replaying = false;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Owed> {
-        crate::sync::lock(&self.0)
-    }
-}
-
-/// The invalidation channel of caches with this key prefix.
-pub(crate) fn channel(key_prefix: &str) -> String {
-    format!("{key_prefix}#invalidate")
-}
-
-impl Tier {
+impl LocalTier {
     /// The subscription went up or down: either way, copies made before may
     /// have missed messages, and so may reads in the air.
     fn set_subscribed(&self, subscribed: bool) {
@@ -499,7 +298,7 @@ impl Tier {
 /// Why a subscription ended.
 enum Ended {
     /// The tier is gone.
-    TierDropped,
+    LocalTierDropped,
     /// The server closed the connection.
     Closed,
     Failed(redis::RedisError),
@@ -510,7 +309,7 @@ enum Ended {
 /// Keeps the subscription to the invalidation channel; while it is down, the
 /// tier is empty and unused.
 async fn subscribe(
-    tier: Weak<Tier>,
+    tier: Weak<LocalTier>,
     client: redis::Client,
     ping_timeout: Duration,
     mut stop: oneshot::Receiver<()>,
@@ -531,7 +330,7 @@ async fn subscribe(
         }
         strong.set_subscribed(false);
         let why = match ended {
-            Ended::TierDropped => return,
+            Ended::LocalTierDropped => return,
             Ended::Closed => "the connection was closed".to_owned(),
             Ended::Failed(error) => error.to_string(),
             Ended::Silent(timeout) => format!("a PING got no answer within {timeout:?}"),
@@ -557,12 +356,12 @@ async fn subscribe(
 }
 
 /// One subscription, from connecting to its end.
-async fn session(tier: &Weak<Tier>, client: &redis::Client, ping_timeout: Duration) -> Ended {
+async fn session(tier: &Weak<LocalTier>, client: &redis::Client, ping_timeout: Duration) -> Ended {
     let Some((channel, interval)) = tier
         .upgrade()
         .map(|tier| (tier.channel.clone(), tier.settings.health_check_interval))
     else {
-        return Ended::TierDropped;
+        return Ended::LocalTierDropped;
     };
     let mut pubsub = match client.get_async_pubsub().await {
         Ok(pubsub) => pubsub,
@@ -581,7 +380,7 @@ async fn session(tier: &Weak<Tier>, client: &redis::Client, ping_timeout: Durati
                 });
             }
         }
-        None => return Ended::TierDropped,
+        None => return Ended::LocalTierDropped,
     }
     let (mut sink, mut messages) = pubsub.split();
     let mut health_check = tokio::time::interval(interval);
@@ -594,7 +393,7 @@ async fn session(tier: &Weak<Tier>, client: &redis::Client, ping_timeout: Durati
                     return Ended::Closed;
                 };
                 let Some(tier) = tier.upgrade() else {
-                    return Ended::TierDropped;
+                    return Ended::LocalTierDropped;
                 };
                 if let Ok(text) = message.get_payload::<String>() {
                     tier.receive(&text);
@@ -619,11 +418,11 @@ mod tests {
     use super::*;
 
     /// A tier as if subscribed, without Redis: its messages are fed by hand.
-    fn subscribed_tier() -> Arc<Tier> {
-        let config = crate::config::CacheBuilder::default()
+    fn subscribed_tier() -> Arc<LocalTier> {
+        let config = crate::builder::CacheBuilder::default()
             .into_config()
             .expect("the default configuration is valid");
-        let tier = Tier::start(&config, None);
+        let tier = LocalTier::start(&config, None, "this-process".to_owned());
         tier.subscribed.store(true, Ordering::SeqCst);
         tier
     }
@@ -634,7 +433,7 @@ mod tests {
             .expect("u32 is Clone + Send + Sync")
     }
 
-    fn keep(tier: &Tier, key: &str, value: u32, since: Mark) -> Option<u32> {
+    fn keep(tier: &LocalTier, key: &str, value: u32, since: Mark) -> Option<u32> {
         let ops = ops();
         tier.insert(key, &value, &ops, Duration::from_secs(60), 8, since);
         tier.get(key, &ops, Instant::now())
@@ -665,10 +464,10 @@ mod tests {
     fn a_prefix_a_tag_or_the_subscription_spoils_every_read() {
         let tier = subscribed_tier();
         for spoil in [
-            &|tier: &Tier| tier.receive("p elsewhere order:"),
-            &|tier: &Tier| tier.receive("a elsewhere "),
-            &|tier: &Tier| tier.set_subscribed(true),
-        ] as [&dyn Fn(&Tier); 3]
+            &|tier: &LocalTier| tier.receive("p elsewhere order:"),
+            &|tier: &LocalTier| tier.receive("a elsewhere "),
+            &|tier: &LocalTier| tier.set_subscribed(true),
+        ] as [&dyn Fn(&LocalTier); 3]
         {
             let since = tier.mark("user:1");
             spoil(&tier);
@@ -695,50 +494,5 @@ mod tests {
         assert_eq!(tier.get("order:1", &ops, Instant::now()), None);
         assert_eq!(tier.get("order:2", &ops, Instant::now()), None);
         assert_eq!(tier.get("user:1", &ops, Instant::now()), Some(1));
-    }
-
-    fn message(n: usize) -> String {
-        format!("k me key:{n}")
-    }
-
-    #[test]
-    fn owed_messages_go_in_order_and_one_task_sends_them() {
-        let owed = OwedMessages::default();
-        assert!(
-            owed.owe(message(1), "a me ".into()),
-            "the first starts a task"
-        );
-        assert!(!owed.owe(message(2), "a me ".into()), "one task at a time");
-        let batch = owed.batch();
-        assert_eq!(batch, [message(1), message(2)]);
-        // Owed again while the batch is on its way: it may be news the batch
-        // did not carry, so it stays owed.
-        owed.owe(message(1), "a me ".into());
-        assert!(!owed.sent(&batch));
-        assert_eq!(owed.batch(), [message(1)]);
-        assert!(owed.sent(&[message(1)]), "nothing owed: the task ends");
-        assert!(
-            owed.owe(message(3), "a me ".into()),
-            "the next starts a task"
-        );
-    }
-
-    #[test]
-    fn too_many_owed_messages_become_one_for_everything() {
-        let owed = OwedMessages::default();
-        for n in 0..=MAX_OWED {
-            owed.owe(message(n), "a me ".into());
-        }
-        let batch = owed.batch();
-        assert_eq!(batch, ["a me "]);
-        // A batch read before the overflow is not what is owed any more.
-        assert!(!owed.sent(&[message(0)]));
-        assert!(owed.sent(&batch));
-    }
-
-    #[test]
-    fn max_ttl_is_capped_rather_than_overflowing() {
-        let settings = LocalTier::new().max_ttl(Duration::MAX);
-        assert_eq!(settings.max_ttl, LONGEST_MAX_TTL);
     }
 }

@@ -223,13 +223,19 @@ impl CallSite {
 pub struct FunctionMetrics {
     /// The function's path, as `crate::module::function`.
     pub function: &'static str,
+    /// Calls answered from Redis without running the body.
     pub hits: u64,
     /// Calls answered from the local tier; not counted in `hits`.
     pub local_hits: u64,
+    /// Calls answered with a stale value while a background refresh runs; not counted in `hits`.
     pub stale_hits: u64,
+    /// Calls that waited for another caller's run of the body, in this process or (with `lock`) in another.
     pub coalesced: u64,
+    /// Calls that found no usable entry and ran the body, or waited for another caller's run.
     pub misses: u64,
+    /// Failed Redis operations: unreachable, deadline passed, server error.
     pub errors: u64,
+    /// Background refreshes of stale values.
     pub refreshes: u64,
     /// Successful evictions by `#[cache_evict]` and derived invalidators.
     pub evictions: u64,
@@ -237,6 +243,7 @@ pub struct FunctionMetrics {
     pub eviction_errors: u64,
     /// Results not stored because they were over `max_value_size`.
     pub oversized: u64,
+    /// Whole-call durations, body included.
     pub latency: LatencyHistogram,
 }
 

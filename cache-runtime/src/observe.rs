@@ -1,0 +1,140 @@
+//! How a cached call is observed: its outcome (for [`track_outcome`]), its
+//! span, and its latency, recorded when its future completes.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::metrics::CallSite;
+
+/// How one cached call ended, as recorded on its span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A value from the local tier.
+    Local,
+    /// A fresh value from Redis.
+    Hit,
+    /// A stale value from Redis (`stale = …`); a background refresh runs.
+    Stale,
+    /// No usable entry; another caller ran the body and this one got its value.
+    Coalesced,
+    /// No usable entry; this caller ran the body.
+    Miss,
+    /// Redis could not be used; the body ran uncached.
+    Error,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Local => "local",
+            Outcome::Hit => "hit",
+            Outcome::Stale => "stale",
+            Outcome::Coalesced => "coalesced",
+            Outcome::Miss => "miss",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+tokio::task_local! {
+    static OUTCOME: Cell<Option<Outcome>>;
+}
+
+/// Runs `future` and reports how the last cached call that finished inside it
+/// ended: for a web handler's `X-Cache: HIT` header, or a test.
+///
+/// ```no_run
+/// # use cache_runtime::{redis_cached, track_outcome, Outcome};
+/// # #[redis_cached(key = "answer")] async fn answer() -> u32 { 42 }
+/// # async fn handler() {
+/// let (value, outcome) = track_outcome(answer()).await;
+/// let header = if outcome == Some(Outcome::Hit) { "HIT" } else { "MISS" };
+/// # }
+/// ```
+///
+/// `None` if no cached call finished inside `future`.
+pub async fn track_outcome<F: Future>(future: F) -> (F::Output, Option<Outcome>) {
+    OUTCOME
+        .scope(Cell::new(None), async {
+            let output = future.await;
+            (output, OUTCOME.with(Cell::get))
+        })
+        .await
+}
+
+pin_project_lite::pin_project! {
+    /// A cached call's future: the call, polled (and, if cancelled, dropped)
+    /// inside its span, then its outcome and latency recorded. A type of its
+    /// own rather than an `async` wrapper, which would hold the call's future
+    /// twice.
+    ///
+    /// The call's key, epoch, span and start time are taken when this is
+    /// built: the generated code awaits it at once.
+    pub struct Observe<F> {
+        #[pin]
+        call: tracing::instrument::Instrumented<F>,
+        site: &'static CallSite,
+        started: Instant,
+        finished: bool,
+    }
+}
+
+impl<F> Observe<F> {
+    pub(crate) fn new(call: F, observed: Observed) -> Self {
+        Observe {
+            call: call.instrument(observed.span),
+            site: observed.site,
+            started: observed.started,
+            finished: false,
+        }
+    }
+}
+
+impl<R, F: Future<Output = (R, Outcome)>> Future for Observe<F> {
+    type Output = R;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        let mut this = self.project();
+        assert!(!*this.finished, "a cached call polled after it finished");
+        let Poll::Ready((result, outcome)) = this.call.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        *this.finished = true;
+        let elapsed = this.started.elapsed();
+        this.site.record_latency(elapsed);
+        let _ = OUTCOME.try_with(|tracked| tracked.set(Some(outcome)));
+        let span = this.call.as_ref().get_ref().span();
+        span.record("outcome", outcome.as_str());
+        span.record("elapsed_us", crate::units::micros(elapsed));
+        Poll::Ready(result)
+    }
+}
+
+/// A call's site, span and start, taken before its future is built.
+pub(crate) struct Observed {
+    site: &'static CallSite,
+    span: tracing::Span,
+    pub(crate) started: Instant,
+}
+
+impl Observed {
+    pub(crate) fn start(site: &'static CallSite) -> Observed {
+        site.register();
+        let span = tracing::debug_span!(
+            "redis_cached",
+            function = site.name(),
+            outcome = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        Observed {
+            site,
+            span,
+            started: Instant::now(),
+        }
+    }
+}

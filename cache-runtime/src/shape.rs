@@ -1,0 +1,100 @@
+//! The shapes of cached results: which results of a function are stored,
+//! in what form, and which count as success for `#[cache_evict]`. Chosen by
+//! the macro from the declared return type.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Which results of a function are stored, and in what form.
+///
+/// The macro picks the shape from the declared return type: [`OkValues`] for
+/// `Result`, [`SomeValues`] (or [`OptionValues`] with `cache_none = true`)
+/// for `Option`, [`AnyValue`] for everything else.
+///
+/// The impls are `#[diagnostic::do_not_recommend]`, so that a value that is
+/// not `Serialize + DeserializeOwned` is reported with the message below, once,
+/// rather than as one `Serialize` and one `Deserialize` error per use.
+#[diagnostic::on_unimplemented(
+    message = "the return type `{R}` cannot be cached",
+    label = "the cached value must implement `serde::Serialize` and `serde::de::DeserializeOwned`"
+)]
+pub trait Shape<R> {
+    /// What is stored in Redis.
+    type Stored: Serialize + DeserializeOwned;
+    /// The part of `result` to store, or `None` to store nothing.
+    fn storable(result: &R) -> Option<&Self::Stored>;
+    /// Rebuilds a result from a stored value.
+    fn from_stored(stored: Self::Stored) -> R;
+}
+
+/// `Result<T, E>`: stores `Ok(T)` as `T`; an `Err` is never stored.
+pub struct OkValues;
+/// `Option<T>`: stores `Some(T)` as `T`; `None` is never stored.
+pub struct SomeValues;
+/// `Option<T>` with `cache_none = true`: stores `Some` and `None` alike.
+pub struct OptionValues;
+/// Any other `T`: always stored.
+pub struct AnyValue;
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned, E> Shape<Result<T, E>> for OkValues {
+    type Stored = T;
+    fn storable(result: &Result<T, E>) -> Option<&T> {
+        result.as_ref().ok()
+    }
+    fn from_stored(stored: T) -> Result<T, E> {
+        Ok(stored)
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for SomeValues {
+    type Stored = T;
+    fn storable(result: &Option<T>) -> Option<&T> {
+        result.as_ref()
+    }
+    fn from_stored(stored: T) -> Option<T> {
+        Some(stored)
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> Shape<Option<T>> for OptionValues {
+    type Stored = Option<T>;
+    fn storable(result: &Option<T>) -> Option<&Option<T>> {
+        Some(result)
+    }
+    fn from_stored(stored: Option<T>) -> Option<T> {
+        stored
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> Shape<T> for AnyValue {
+    type Stored = T;
+    fn storable(result: &T) -> Option<&T> {
+        Some(result)
+    }
+    fn from_stored(stored: T) -> T {
+        stored
+    }
+}
+
+/// Whether a result counts as success, for `#[cache_evict]`: `Ok` for a
+/// `Result`, anything else always.
+pub trait Succeeded<R> {
+    /// Whether `result` is a success.
+    fn succeeded(result: &R) -> bool;
+}
+
+impl<T, E> Succeeded<Result<T, E>> for OkValues {
+    fn succeeded(result: &Result<T, E>) -> bool {
+        result.is_ok()
+    }
+}
+
+impl<R> Succeeded<R> for AnyValue {
+    fn succeeded(_: &R) -> bool {
+        true
+    }
+}

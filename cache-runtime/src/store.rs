@@ -1,0 +1,401 @@
+//! The store: every Redis command the runtime sends, one typed method each,
+//! over the connection (which applies the deadline). Nothing above this
+//! module builds a Redis command.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::error::{CacheError, ConfigError};
+use crate::incident::Incidents;
+use crate::units::ttl_millis;
+
+/// How many keys one `SCAN`/`SSCAN` step asks for.
+const SCAN_BATCH: usize = 500;
+
+/// Deletes the lock only if it still holds our token.
+const RELEASE_LOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// A cache's Redis: its connection, and the commands sent over it.
+pub(crate) struct Store {
+    connection: Connection,
+}
+
+/// An entry read with its remaining TTL (for the local tier).
+pub(crate) struct EntryWithTtl {
+    pub(crate) bytes: Vec<u8>,
+    /// How long the entry lives in Redis: `Duration::MAX` for an entry with
+    /// no expiry (not written by this library), `None` if unknown.
+    pub(crate) ttl: Option<Duration>,
+}
+
+impl Store {
+    pub(crate) fn new(config: &Config) -> Result<Store, ConfigError> {
+        Ok(Store {
+            connection: Connection::new(config)?,
+        })
+    }
+
+    /// A store that never connects: every call runs uncached.
+    pub(crate) fn disabled(config: &Config) -> Store {
+        Store {
+            connection: Connection::disabled(config),
+        }
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.connection.is_cluster()
+    }
+
+    /// The rate-limited log of this cache's incidents.
+    pub(crate) fn incidents(&self) -> &Incidents {
+        &self.connection.shared.incidents
+    }
+
+    /// Where Redis is, as logs show it (password redacted).
+    pub(crate) fn redacted_url(&self) -> &str {
+        &self.connection.shared.redacted_url
+    }
+
+    /// An error's message without the URL's password.
+    pub(crate) fn scrub(&self, error: &dyn std::fmt::Display) -> String {
+        self.connection.shared.scrub(&error.to_string())
+    }
+
+    /// `GET key`. A key of another Redis type (a list, a hash…), or a reply
+    /// that is not what GET answers (a confused proxy or server), reads as an
+    /// entry that does not decode, which the next store overwrites.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let value = match self.connection.send(redis::cmd("GET").arg(key)).await {
+            Ok(value) => value,
+            Err(CacheError::Redis(error)) if error.code() == Some("WRONGTYPE") => {
+                return Ok(Some(Vec::new()));
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(match value {
+            Value::BulkString(bytes) => Some(bytes),
+            Value::Nil => None,
+            _ => Some(Vec::new()),
+        })
+    }
+
+    /// `GET key` and `PTTL key` in one round trip. `Ok(None)` for no entry,
+    /// or for one of another type.
+    pub(crate) async fn get_with_ttl(&self, key: &str) -> Result<Option<EntryWithTtl>, CacheError> {
+        let mut pipeline = redis::pipe();
+        pipeline.cmd("GET").arg(key).cmd("PTTL").arg(key);
+        let mut replies = self.connection.send_pipeline(&pipeline).await?.into_iter();
+        let (Some(Value::BulkString(bytes)), Some(pttl)) = (replies.next(), replies.next()) else {
+            return Ok(None);
+        };
+        let ttl = match pttl {
+            Value::Int(ms) if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
+            Value::Int(-1) => Some(Duration::MAX),
+            _ => None,
+        };
+        Ok(Some(EntryWithTtl { bytes, ttl }))
+    }
+
+    /// `SET key bytes PX ttl`: never without an expiry, never a zero one.
+    pub(crate) async fn set(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        self.connection
+            .send(&set_command(key, bytes, ttl_millis(ttl)))
+            .await
+            .map(drop)
+    }
+
+    /// [`Store::set`], plus, per tag set, `SADD` and an expiry no shorter
+    /// than the entry's: `PEXPIRE … NX` gives a new set one, `PEXPIRE … GT`
+    /// extends it.
+    pub(crate) async fn set_tagged(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        ttl: Duration,
+        tags: &[String],
+    ) -> Result<(), CacheError> {
+        if tags.is_empty() {
+            return self.set(key, bytes, ttl).await;
+        }
+        let ttl_ms = ttl_millis(ttl);
+        let tag_commands = |pipeline: &mut redis::Pipeline, tag: &str| {
+            pipeline.cmd("SADD").arg(tag).arg(key);
+            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("NX");
+            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("GT");
+        };
+        if self.is_cluster() {
+            // The entry and each tag set live in their own slots, and a
+            // cluster pipeline must stay within one: one round trip each.
+            self.set(key, bytes, ttl).await?;
+            for tag in tags {
+                let mut pipeline = redis::pipe();
+                tag_commands(&mut pipeline, tag);
+                self.send_checked_pipeline(&pipeline).await?;
+            }
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        pipeline.add_command(set_command(key, bytes, ttl_ms));
+        for tag in tags {
+            tag_commands(&mut pipeline, tag);
+        }
+        self.send_checked_pipeline(&pipeline).await
+    }
+
+    /// `UNLINK keys…`; how many existed. A cluster routes a multi-key
+    /// `UNLINK` slot by slot.
+    pub(crate) async fn unlink<K: redis::ToRedisArgs>(
+        &self,
+        keys: &[K],
+    ) -> Result<u64, CacheError> {
+        match self.connection.send(redis::cmd("UNLINK").arg(keys)).await? {
+            Value::Int(n) => Ok(n.unsigned_abs()),
+            _ => Ok(0),
+        }
+    }
+
+    /// `PUBLISH channel message`.
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<(), CacheError> {
+        self.connection
+            .send(redis::cmd("PUBLISH").arg(channel).arg(message))
+            .await
+            .map(drop)
+    }
+
+    /// One `PUBLISH` per message, in one pipeline. Replies that are errors
+    /// (refusals) are not failures: only the round trip can fail.
+    pub(crate) async fn publish_all(
+        &self,
+        channel: &str,
+        messages: &[String],
+    ) -> Result<(), CacheError> {
+        let mut pipeline = redis::pipe();
+        for message in messages {
+            pipeline.cmd("PUBLISH").arg(channel).arg(message);
+        }
+        self.connection.send_pipeline(&pipeline).await.map(drop)
+    }
+
+    /// `SET key token NX PX lease`: `Ok(true)` if it was set, `Ok(false)`
+    /// if the key exists.
+    pub(crate) async fn set_if_absent(
+        &self,
+        key: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, CacheError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_millis(lease));
+        Ok(matches!(self.connection.send(&cmd).await?, Value::Okay))
+    }
+
+    /// Deletes `key` only if it still holds `token` (one script).
+    pub(crate) async fn delete_if_holds(&self, key: &str, token: &str) -> Result<(), CacheError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE_LOCK).arg(1).arg(key).arg(token);
+        self.connection.send(&cmd).await.map(drop)
+    }
+
+    /// Unlinks every member of a tag set in batches (`SSCAN`), then the set.
+    /// Returns how many members it had.
+    pub(crate) async fn unlink_tag_set(&self, tag_key: &str) -> Result<u64, CacheError> {
+        let mut cursor = 0u64;
+        let mut evicted = 0u64;
+        loop {
+            let mut sscan = redis::cmd("SSCAN");
+            sscan.arg(tag_key).arg(cursor).arg("COUNT").arg(SCAN_BATCH);
+            let (next, members) = scan_reply(self.connection.send(&sscan).await?)?;
+            if !members.is_empty() {
+                evicted += members.len() as u64;
+                self.unlink(&members).await?;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        self.unlink(&[tag_key]).await?;
+        Ok(evicted)
+    }
+
+    /// Unlinks every key that starts with `full_prefix`, walking the
+    /// keyspace with `SCAN MATCH` in batches: never `KEYS`, and never one
+    /// command that blocks Redis for long. In a cluster, `SCAN` walks one
+    /// node's keyspace, so every master's is walked. Returns how many keys
+    /// it unlinked.
+    pub(crate) async fn unlink_prefix(&self, full_prefix: &str) -> Result<u64, CacheError> {
+        let pattern = format!("{}*", escape_glob(full_prefix));
+        if !self.is_cluster() {
+            return self.scan_and_unlink(&pattern, None).await;
+        }
+        let mut evicted = 0;
+        for (host, port) in self.cluster_masters().await? {
+            evicted += self.scan_and_unlink(&pattern, Some((&host, port))).await?;
+        }
+        Ok(evicted)
+    }
+
+    /// `SCAN MATCH pattern` in batches, unlinking each batch; on one cluster
+    /// node if `node` is given.
+    async fn scan_and_unlink(
+        &self,
+        pattern: &str,
+        node: Option<(&str, u16)>,
+    ) -> Result<u64, CacheError> {
+        let mut cursor = 0u64;
+        let mut evicted = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_BATCH);
+            let reply = match node {
+                Some((host, port)) => self.connection.send_to_node(&scan, host, port).await?,
+                None => self.connection.send(&scan).await?,
+            };
+            let (next, keys) = scan_reply(reply)?;
+            if !keys.is_empty() {
+                evicted += keys.len() as u64;
+                self.unlink(&keys).await?;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(evicted);
+            }
+        }
+    }
+
+    /// The masters of the cluster, as `(host, port)`, from `CLUSTER NODES`.
+    async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, CacheError> {
+        let reply = self
+            .connection
+            .send(redis::cmd("CLUSTER").arg("NODES"))
+            .await?;
+        let text = match reply {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            _ => return Err(CacheError::Unavailable),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                // <id> <host:port@bus[,hostname]> <flags> …
+                let mut fields = line.split_whitespace();
+                let address = fields.nth(1)?;
+                let flags = fields.next()?;
+                if !flags.split(',').any(|flag| flag == "master") || flags.contains("fail") {
+                    return None;
+                }
+                let host_port = address.split(['@', ',']).next()?;
+                let (host, port) = host_port.rsplit_once(':')?;
+                Some((host.to_owned(), port.parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// Sends a pipeline; a server error inside it, which comes back as a
+    /// reply, becomes an error.
+    async fn send_checked_pipeline(&self, pipeline: &redis::Pipeline) -> Result<(), CacheError> {
+        for reply in self.connection.send_pipeline(pipeline).await? {
+            if let Value::ServerError(error) = reply {
+                return Err(CacheError::Redis(error.into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `SET key value PX ttl_ms`, built in buffers of the right size: with
+/// `redis::cmd("SET")`, the argument after a large value would grow the
+/// command's buffer once more, copying the value into a buffer twice its size.
+fn set_command(key: &str, bytes: &[u8], ttl_ms: u64) -> redis::Cmd {
+    const U64_DIGITS: usize = 20;
+    let data = "SET".len() + key.len() + bytes.len() + "PX".len() + U64_DIGITS;
+    let mut cmd = redis::Cmd::with_capacity(5, data);
+    cmd.arg("SET").arg(key).arg(bytes).arg("PX").arg(ttl_ms);
+    cmd
+}
+
+/// `[cursor, [member, …]]`, as SCAN and SSCAN answer.
+fn scan_reply(reply: Value) -> Result<(u64, Vec<Vec<u8>>), CacheError> {
+    let unexpected = || {
+        CacheError::Redis(redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "unexpected SCAN reply",
+        )))
+    };
+    let Value::Array(mut parts) = reply else {
+        return Err(unexpected());
+    };
+    if parts.len() != 2 {
+        return Err(unexpected());
+    }
+    let members = match parts.pop() {
+        Some(Value::Array(members)) => members
+            .into_iter()
+            .filter_map(|member| match member {
+                Value::BulkString(bytes) => Some(bytes),
+                _ => None,
+            })
+            .collect(),
+        _ => return Err(unexpected()),
+    };
+    let cursor = match parts.pop() {
+        Some(Value::BulkString(bytes)) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(unexpected)?,
+        _ => return Err(unexpected()),
+    };
+    Ok((cursor, members))
+}
+
+/// `*`, `?`, `[`, `]` and `\` matched literally by SCAN MATCH.
+fn escape_glob(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn scan_replies_are_parsed() {
+        let reply = Value::Array(vec![
+            Value::BulkString(b"17".to_vec()),
+            Value::Array(vec![Value::BulkString(b"k1".to_vec())]),
+        ]);
+        assert_eq!(scan_reply(reply).unwrap(), (17, vec![b"k1".to_vec()]));
+        assert!(scan_reply(Value::Nil).is_err());
+    }
+}
