@@ -1,0 +1,195 @@
+//! What a connection connects to: the server or cluster a configuration
+//! names (TLS included), one connection attempt to it, and the commands a
+//! connection sends.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, Value};
+
+use crate::config::Config;
+use crate::error::CacheError;
+use crate::incident::Incidents;
+
+/// One connection: to a single server, or to a Redis Cluster (which
+/// redis-rs routes by slot, following MOVED and ASK redirects).
+#[derive(Clone)]
+pub(super) enum RedisConnection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    /// Sends one command. A server error (`OOM`, `NOPERM`, `WRONGTYPE`…)
+    /// is an `Err`: redis-rs hands it back as an `Ok` reply, which every
+    /// caller would otherwise take for success.
+    pub(super) async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        use redis::aio::ConnectionLike;
+        match self {
+            RedisConnection::Single(connection) => connection.send_packed_command(cmd).await,
+            RedisConnection::Cluster(connection) => connection.req_packed_command(cmd).await,
+        }
+        .and_then(Value::extract_error)
+    }
+
+    pub(super) async fn send_pipeline(
+        &mut self,
+        pipeline: &Pipeline,
+    ) -> redis::RedisResult<Vec<Value>> {
+        use redis::aio::ConnectionLike;
+        match self {
+            RedisConnection::Single(connection) => {
+                connection
+                    .send_packed_commands(pipeline, 0, pipeline.len())
+                    .await
+            }
+            RedisConnection::Cluster(connection) => {
+                connection
+                    .req_packed_commands(pipeline, 0, pipeline.len())
+                    .await
+            }
+        }
+    }
+}
+
+/// Where to connect.
+pub(super) enum Server {
+    Single(Client, AsyncConnectionConfig),
+    Cluster(ClusterClient),
+}
+
+/// What every lane of a connection shares.
+pub(crate) struct Shared {
+    pub(crate) redacted_url: String,
+    /// The URL's password, to scrub from error messages should a server or a
+    /// library ever echo it.
+    pub(super) password: Option<String>,
+    pub(crate) incidents: Incidents,
+    /// `None` for a connection that never connects.
+    pub(super) server: Option<Server>,
+    pub(super) connect_timeout: Duration,
+    pub(super) max_backoff: Duration,
+}
+
+impl Shared {
+    /// `message` without the URL's password.
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        match &self.password {
+            Some(password) => message.replace(password.as_str(), "***"),
+            None => message.to_owned(),
+        }
+    }
+}
+
+/// Errors that mean the connection itself is broken, not just this command.
+pub(super) fn is_connection_failure(error: &RedisError) -> bool {
+    error.is_unrecoverable_error()
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+}
+
+/// Sends PING. Any answer counts, an error reply included: an ACL user may
+/// be refused PING (it is in `@connection`), and the server still answered.
+pub(super) async fn ping(connection: &mut RedisConnection) -> redis::RedisResult<()> {
+    match connection.send(&redis::cmd("PING")).await {
+        Err(error) if !is_server_reply(&error) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `error` is the server's answer (`-ERR …`, `-NOPERM …`), as
+/// opposed to the connection failing or a reply that could not be read.
+pub(crate) fn is_server_reply(error: &RedisError) -> bool {
+    error.code().is_some()
+}
+
+/// One connection attempt: connect (with handshake), then PING, so that a
+/// server that accepts connections but does not answer (stopped with
+/// `SIGSTOP`, or paused) is not taken for a working one.
+pub(super) async fn connect(
+    server: &Server,
+    connect_timeout: Duration,
+) -> Result<RedisConnection, CacheError> {
+    tokio::time::timeout(connect_timeout, async {
+        let mut connection = match server {
+            Server::Single(client, config) => RedisConnection::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+                    .map_err(CacheError::Redis)?,
+            ),
+            Server::Cluster(client) => RedisConnection::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(CacheError::Redis)?,
+            ),
+        };
+        ping(&mut connection).await.map_err(CacheError::Redis)?;
+        Ok(connection)
+    })
+    .await
+    .unwrap_or(Err(CacheError::Timeout(connect_timeout)))
+}
+
+/// A client for the local tier's invalidation subscription: the server, or
+/// the first seed of a cluster (a cluster delivers PUBLISH to every node).
+pub(crate) fn pubsub_client(config: &Config) -> Option<Client> {
+    match config.cluster_urls.first() {
+        None => open_client(config).ok(),
+        Some(seed) => Client::open(seed.as_str()).ok(),
+    }
+}
+
+/// What to connect to: a cluster if seed URLs are configured, else one server.
+pub(super) fn open_server(config: &Config) -> redis::RedisResult<Server> {
+    if config.cluster_urls.is_empty() {
+        let connection_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            // Each call applies its own deadline.
+            .set_response_timeout(None);
+        return Ok(Server::Single(open_client(config)?, connection_config));
+    }
+    if config
+        .cluster_urls
+        .iter()
+        .any(|url| url.starts_with("rediss://"))
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    ClusterClient::builder(config.cluster_urls.iter().map(String::as_str))
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.deadline)
+        // Fail fast on a dead node: each call has its deadline anyway, and a
+        // node's slots must fail open, not stall their callers.
+        .retries(1)
+        .min_retry_wait(10)
+        .max_retry_wait(50)
+        .build()
+        .map(Server::Cluster)
+}
+
+/// The client for `config.url`. A `rediss://` URL uses rustls, with the
+/// configured root CA if there is one and the system's roots otherwise.
+fn open_client(config: &Config) -> redis::RedisResult<Client> {
+    if !config.url.starts_with("rediss://") {
+        return Client::open(config.url.as_str());
+    }
+    // rustls needs a process-wide crypto provider and panics at the first
+    // TLS connection without one. Install ring's unless the application
+    // already installed one (then this fails, harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match &config.tls_root_ca {
+        None => Client::open(config.url.as_str()),
+        Some(pem) => Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+    }
+}
