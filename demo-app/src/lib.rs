@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use cache_runtime::{Cache, CacheBuilder, LocalTier};
+use cache_runtime::{Cache, CacheBuilder, LocalTierSettings};
 
 pub mod bench;
 pub mod db;
@@ -47,5 +47,5 @@ pub fn cache_builder() -> CacheBuilder {
     Cache::builder()
         .prefix(CACHE_PREFIX)
         .deadline(CACHE_DEADLINE)
-        .local_tier(LocalTier::new())
+        .local_tier(LocalTierSettings::new())
 }

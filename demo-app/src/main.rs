@@ -135,7 +135,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
         Command::Bench { runs } => {
             seed_if_empty(&repo, config.seed_users).await?;
             let redis_url = std::env::var("REDIS_URL")
-                .unwrap_or_else(|_| cache_runtime::DEFAULT_URL.to_owned());
+                .unwrap_or_else(|_| cache_runtime::defaults::URL.to_owned());
             println!(
                 "database {} ({}), Redis {}",
                 db::redact(&config.database_url),

@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, ConnectionPlacement, LocalTier, redis_cached};
+use cache_runtime::{Cache, ConnectionPlacement, LocalTierSettings, redis_cached};
 use cache_tests::RedisServer;
 use cached::macros::concurrent_cached;
 use redis::AsyncCommands;
@@ -945,7 +945,7 @@ async fn run(server: &RedisServer, plan: &Plan, mode: Mode) {
         // case falls back to Redis in the middle of a run.
         cache: server
             .cache_builder()
-            .local_tier(LocalTier::new().max_ttl(Duration::from_secs(TTL_SECS)))
+            .local_tier(LocalTierSettings::new().max_ttl(Duration::from_secs(TTL_SECS)))
             .build()
             .expect("a cache"),
         cache_io_thread: server

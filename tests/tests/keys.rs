@@ -105,7 +105,7 @@ async fn long_keys_are_hashed_not_truncated() {
     let keys = keys(&server);
     assert_eq!(keys.len(), 2);
     for key in keys {
-        assert_eq!(key.len(), cache_runtime::DEFAULT_MAX_KEY_LEN);
+        assert_eq!(key.len(), cache_runtime::defaults::MAX_KEY_LEN);
         assert!(
             key.starts_with("long:xxxx"),
             "the head stays readable: {key}"

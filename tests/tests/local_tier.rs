@@ -7,7 +7,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, LocalTier, Outcome, cache_put, redis_cached, track_outcome};
+use cache_runtime::{Cache, LocalTierSettings, Outcome, cache_put, redis_cached, track_outcome};
 use cache_tests::{Calls, RedisServer, StallingProxy, eventually};
 use redis::Commands;
 
@@ -22,7 +22,7 @@ async fn outcome_of(cache: &Cache, calls: &Calls, id: u32) -> Option<Outcome> {
 }
 
 /// A cache whose local tier is subscribed (it is bypassed until then).
-async fn local_cache(server: &RedisServer, tier: LocalTier) -> Cache {
+async fn local_cache(server: &RedisServer, tier: LocalTierSettings) -> Cache {
     subscribed(server.cache_builder().local_tier(tier).build().unwrap()).await
 }
 
@@ -50,7 +50,7 @@ async fn comes_to_serve_locally(cache: &Cache, calls: &Calls, id: u32, limit: Du
 #[tokio::test]
 async fn a_second_call_is_served_locally_without_redis() {
     let server = RedisServer::start();
-    let cache = local_cache(&server, LocalTier::new()).await;
+    let cache = local_cache(&server, LocalTierSettings::new()).await;
     let calls = Calls::default();
 
     assert_eq!(outcome_of(&cache, &calls, 1).await, Some(Outcome::Miss));
@@ -72,7 +72,7 @@ async fn a_second_call_is_served_locally_without_redis() {
 #[tokio::test]
 async fn a_hit_from_redis_fills_the_local_tier() {
     let server = RedisServer::start();
-    let cache = local_cache(&server, LocalTier::new()).await;
+    let cache = local_cache(&server, LocalTierSettings::new()).await;
     let calls = Calls::default();
     let _: () = server
         .client()
@@ -97,7 +97,7 @@ async fn short(cache: &Cache, calls: &Calls, id: u32) -> u32 {
 #[tokio::test]
 async fn a_local_copy_never_outlives_its_redis_entry() {
     let server = RedisServer::start();
-    let cache = local_cache(&server, LocalTier::new()).await;
+    let cache = local_cache(&server, LocalTierSettings::new()).await;
     let calls = Calls::default();
     short(&cache, &calls, 1).await;
     short(&cache, &calls, 1).await;
@@ -110,7 +110,11 @@ async fn a_local_copy_never_outlives_its_redis_entry() {
 #[tokio::test]
 async fn the_local_tier_is_bounded() {
     let server = RedisServer::start();
-    let cache = local_cache(&server, LocalTier::new().max_entries(20).max_bytes(1 << 20)).await;
+    let cache = local_cache(
+        &server,
+        LocalTierSettings::new().max_entries(20).max_bytes(1 << 20),
+    )
+    .await;
     let calls = Calls::default();
     for id in 0..500 {
         local(&cache, &calls, id).await;
@@ -136,7 +140,7 @@ async fn wide(cache: &Cache, id: u32) -> Vec<u32> {
 /// How many of 100 wide entries, each read twice, the second read finds in
 /// the local tier.
 async fn wide_entries_kept(server: &RedisServer, max_bytes: u64) -> usize {
-    let cache = local_cache(server, LocalTier::new().max_bytes(max_bytes)).await;
+    let cache = local_cache(server, LocalTierSettings::new().max_bytes(max_bytes)).await;
     for id in 0..100 {
         wide(&cache, id).await;
     }
@@ -175,7 +179,7 @@ async fn local_stale(cache: Arc<Cache>, calls: Arc<Calls>, id: u32) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_stale_a_local_copy_lives_only_while_the_value_is_fresh() {
     let server = RedisServer::start();
-    let cache = Arc::new(local_cache(&server, LocalTier::new()).await);
+    let cache = Arc::new(local_cache(&server, LocalTierSettings::new()).await);
     let calls = Arc::new(Calls::default());
     let call = || track_outcome(local_stale(cache.clone(), calls.clone(), 1));
 
@@ -318,7 +322,7 @@ async fn another_process_drops_its_copy_when_this_one_evicts_or_writes() {
 #[tokio::test]
 async fn a_put_in_this_process_reaches_this_processs_local_copy() {
     let server = RedisServer::start();
-    let cache = local_cache(&server, LocalTier::new()).await;
+    let cache = local_cache(&server, LocalTierSettings::new()).await;
     let calls = Calls::default();
     local(&cache, &calls, 3).await;
     assert_eq!(outcome_of(&cache, &calls, 3).await, Some(Outcome::Local));
@@ -329,7 +333,7 @@ async fn a_put_in_this_process_reaches_this_processs_local_copy() {
 #[tokio::test]
 async fn a_failed_eviction_still_drops_the_local_copy() {
     let mut server = RedisServer::start();
-    let cache = local_cache(&server, LocalTier::new()).await;
+    let cache = local_cache(&server, LocalTierSettings::new()).await;
     let calls = Calls::default();
     local(&cache, &calls, 8).await;
     assert_eq!(outcome_of(&cache, &calls, 8).await, Some(Outcome::Local));
@@ -351,7 +355,8 @@ async fn plain(cache: &Cache, calls: &Calls, id: u32) -> Vec<u32> {
 async fn the_builders_switch_puts_every_function_in_the_local_tier() {
     let server = RedisServer::start();
     let calls = Calls::default();
-    let every_function = local_cache(&server, LocalTier::new().for_all_functions(true)).await;
+    let every_function =
+        local_cache(&server, LocalTierSettings::new().for_all_functions(true)).await;
     plain(&every_function, &calls, 1).await;
     assert_eq!(
         track_outcome(plain(&every_function, &calls, 1)).await.1,
@@ -359,7 +364,7 @@ async fn the_builders_switch_puts_every_function_in_the_local_tier() {
     );
 
     // Without it, a function without `local = true` reads Redis every time.
-    let only_marked = local_cache(&server, LocalTier::new()).await;
+    let only_marked = local_cache(&server, LocalTierSettings::new()).await;
     plain(&only_marked, &calls, 2).await;
     assert_eq!(
         track_outcome(plain(&only_marked, &calls, 2)).await.1,
@@ -376,7 +381,7 @@ async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
             .cache_builder()
             .deadline(Duration::from_millis(100))
             .connect_timeout(Duration::from_millis(300))
-            .local_tier(LocalTier::new().health_check_interval(Duration::from_millis(100)))
+            .local_tier(LocalTierSettings::new().health_check_interval(Duration::from_millis(100)))
             .build()
             .unwrap(),
     )
@@ -412,7 +417,7 @@ async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_message_that_may_be_lost_is_sent_again() {
     let server = RedisServer::start();
-    let reader = local_cache(&server, LocalTier::new()).await;
+    let reader = local_cache(&server, LocalTierSettings::new()).await;
     let proxy = StallingProxy::start(server.port(), b"PUBLISH").await;
     let writer = Cache::builder()
         .url(proxy.url())
@@ -445,7 +450,7 @@ async fn an_invalidation_message_that_may_be_lost_is_sent_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_eviction_drops_the_local_copies_under_it_everywhere() {
     let server = RedisServer::start();
-    let reader = local_cache(&server, LocalTier::new()).await;
+    let reader = local_cache(&server, LocalTierSettings::new()).await;
     let calls = Calls::default();
     for id in [11, 12] {
         local(&reader, &calls, id).await;
@@ -495,7 +500,7 @@ async fn a_user_refused_the_channel_still_caches_in_redis() {
     let cache = Cache::builder()
         .url(format!("redis://app:secret@127.0.0.1:{}", server.port()))
         .deadline(Duration::from_secs(1))
-        .local_tier(LocalTier::new())
+        .local_tier(LocalTierSettings::new())
         .build()
         .unwrap();
     let calls = Calls::default();

@@ -8,7 +8,7 @@
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-use cache_runtime::{Cache, LocalTier, redis_cached, track_outcome};
+use cache_runtime::{Cache, LocalTierSettings, redis_cached, track_outcome};
 
 #[redis_cached(key = "value:{id}", ttl = 60, local = true, cache = cache)]
 async fn value(cache: &Cache, db: &redis::Client, id: u32) -> String {
@@ -26,7 +26,7 @@ async fn main() {
     let cache = Cache::builder()
         .url(url.as_str())
         .deadline(Duration::from_secs(1))
-        .local_tier(LocalTier::new())
+        .local_tier(LocalTierSettings::new())
         .build()
         .expect("cache");
     let db = redis::Client::open(url.as_str()).expect("database client");

@@ -1,358 +1,31 @@
-//! The cached-call state machine, plain Rust and testable without the macro.
-//!
-//! ```text
-//! local tier ─ copy ──────────────────────────────────────► return it
-//! lookup ─┬─ fresh hit ───────────────────────────────────► return it
-//!         ├─ stale hit (`stale`) ─ spawn one refresh ─────► return it
-//!         └─ miss, or Redis failed
-//!              │ coalescing: join the key's flight
-//!              ├─ follower ─ wait for the leader's entry ─► return it
-//!              └─ leader
-//!                   │ `lock`: take the Redis lock, or wait for its holder's entry
-//!                   └─ lead the run: the body, then share and store the
-//!                      entry if the shape allows ─────────► return the result
-//! ```
-//!
-//! One lookup phase serves both entry points, parameterised by its
-//! [`HitPolicy`]: [`FreshOnly`] for [`cached_call`], [`StaleAware`] for
-//! [`cached_call_stale`]. One routine, [`lead`], runs the body for a caller
-//! and for a background refresh alike.
-//!
-//! Nothing here returns a cache error to the caller: a failed lookup runs the
-//! body, a failed store still returns the body's value. Both are counted in
-//! the function's [`CallSite`] and logged, rate-limited.
+//! The miss path: coalescing with other callers, the lock, leading a run of
+//! the body (for a caller or a background refresh), and the store.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::{EntryKey, LocalRead};
 use crate::change::Change;
-use crate::codec::{self, Decoded};
+use crate::codec;
 use crate::engine::Engine;
 use crate::flight::{self, FlightState, Joined, LeaderGuard};
 use crate::incident::Incident;
-use crate::local::{LocalOps, LocalTier, Mark};
 use crate::lock::{HeldLock, LockAttempt, try_lock};
 use crate::metrics::CallSite;
-use crate::observe::{Observe, Observed, Outcome};
+use crate::observe::Outcome;
 use crate::shape::Shape;
 
-/// An entry's full key, the full keys of the tag sets it joins, and the
-/// eviction epoch before its lookup.
-pub(crate) struct EntryKey {
-    key: String,
-    tags: Vec<String>,
-    epoch: u64,
-}
-
-impl EntryKey {
-    fn new(engine: &Engine, key: String, tags: Vec<String>) -> EntryKey {
-        EntryKey {
-            key,
-            tags,
-            epoch: engine.flights.epoch(),
-        }
-    }
-}
-
-/// What a lookup found.
-enum Lookup<T> {
-    Hit(Decoded<T>),
-    /// No entry, or one that no longer decodes.
-    Miss,
-    /// Redis could not be asked.
-    Failed,
-}
-
-/// How long a local copy of a value read from Redis may live, and its
-/// encoded size (its weight in the local tier).
-#[derive(Clone, Copy)]
-struct CopyBounds {
-    ttl: Duration,
-    encoded_len: usize,
-}
-
-/// How the lookup phase treats a hit.
-pub(crate) trait HitPolicy<S: Shape<R>, R, Fut> {
-    /// How many more milliseconds an entry that is fresh until
-    /// `fresh_until` stays fresh: `None` for always, `Some(0)` for stale.
-    fn fresh_for(fresh_until: Option<u64>) -> Option<u64>;
-
-    /// A stale hit: start the one background refresh of `key`.
-    fn refresh(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut);
-}
-
-/// Functions without `stale`: every hit is fresh (entries carry no
-/// freshness), so nothing is ever refreshed.
-pub(crate) struct FreshOnly;
-
-impl<S: Shape<R>, R, Fut> HitPolicy<S, R, Fut> for FreshOnly {
-    fn fresh_for(_: Option<u64>) -> Option<u64> {
-        None
-    }
-
-    fn refresh(_: &Arc<Engine>, _: &'static CallSite, _: EntryKey, _: Fut) {
-        debug_assert!(false, "`fresh_for` never reports a stale hit");
-    }
-}
-
-/// Functions with `stale = …`: a stale entry is returned at once while the
-/// body runs in the background, which is why the body must be
-/// `Send + 'static` here.
-pub(crate) struct StaleAware;
-
-impl<S, R, Fut> HitPolicy<S, R, Fut> for StaleAware
-where
-    S: Shape<R>,
-    S::Stored: Send,
-    R: Send + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-{
-    fn fresh_for(fresh_until: Option<u64>) -> Option<u64> {
-        fresh_until.map(|until| until.saturating_sub(codec::now_millis()))
-    }
-
-    fn refresh(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut) {
-        spawn_refresh::<S, R, Fut>(engine, site, key, body);
-    }
-}
-
-/// Runs one cached call of a function without `stale`: the lookup, then on
-/// a miss the body and the store.
-///
-/// `key` is the full key (prefix included); `tags`, the full keys of the tag
-/// sets the entry joins when stored.
-pub(crate) fn cached_call<S, R, Fut>(
-    engine: &Arc<Engine>,
-    site: &'static CallSite,
-    key: String,
-    tags: Vec<String>,
-    local_ops: Option<LocalOps<S::Stored>>,
-    body: Fut,
-) -> Observe<impl Future<Output = (R, Outcome)>>
-where
-    S: Shape<R>,
-    Fut: Future<Output = R>,
-{
-    call::<FreshOnly, S, R, Fut>(engine, site, key, tags, local_ops, body)
-}
-
-/// [`cached_call`] for functions with `stale = …`.
-///
-/// With a local tier, a local copy lives only while its value is fresh: once
-/// it is stale, calls go to Redis, which serves the stale value and starts
-/// the refresh, and the next fresh hit from Redis fills the tier again.
-pub(crate) fn cached_call_stale<S, R, Fut>(
-    engine: &Arc<Engine>,
-    site: &'static CallSite,
-    key: String,
-    tags: Vec<String>,
-    local_ops: Option<LocalOps<S::Stored>>,
-    body: Fut,
-) -> Observe<impl Future<Output = (R, Outcome)>>
-where
-    S: Shape<R>,
-    S::Stored: Send,
-    R: Send + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-{
-    call::<StaleAware, S, R, Fut>(engine, site, key, tags, local_ops, body)
-}
-
-/// The lookup phase, then the miss path.
-///
-/// Not an `async fn`: one would keep its arguments, the body among them, in
-/// its state beside the `async` block that runs the call, and every call
-/// moves that state a few times. Here the block owns them, once.
-fn call<P, S, R, Fut>(
-    engine: &Arc<Engine>,
-    site: &'static CallSite,
-    key: String,
-    tags: Vec<String>,
-    local_ops: Option<LocalOps<S::Stored>>,
-    body: Fut,
-) -> Observe<impl Future<Output = (R, Outcome)>>
-where
-    P: HitPolicy<S, R, Fut>,
-    S: Shape<R>,
-    Fut: Future<Output = R>,
-{
-    let key = EntryKey::new(engine, key, tags);
-    let local = local_tier_for(engine, site, local_ops);
-    let observed = Observed::start(site);
-    let started = observed.started;
-    let call = async move {
-        if let Some(value) = local_hit(&key, &local, started) {
-            site.record_local_hit();
-            return (S::from_stored(value), Outcome::Local);
-        }
-        let local = mark_read(local, &key);
-        // With a local tier, the lookup also reads what a local copy needs
-        // (the entry's remaining TTL, its encoded size), in the same round
-        // trip. Not in a helper `async fn`, whose frame every call would copy.
-        // Scoped, so that what is only needed on a hit does not take room in
-        // the state kept across the miss path's `.await`.
-        let lookup = {
-            let (lookup, copy_bounds) = match local {
-                Some(_) => lookup_with_ttl::<S::Stored>(engine, &key.key).await,
-                None => (lookup::<S::Stored>(engine, &key.key).await, None),
-            };
-            match lookup {
-                Lookup::Hit(entry) => {
-                    let fresh_for = P::fresh_for(entry.fresh_until);
-                    if fresh_for == Some(0) {
-                        site.record_stale_hit();
-                        P::refresh(engine, site, key, body);
-                        return (S::from_stored(entry.value), Outcome::Stale);
-                    }
-                    // A local copy never outlives the value's freshness.
-                    let copy_bounds = copy_bounds.map(|bounds| CopyBounds {
-                        ttl: fresh_for.map_or(bounds.ttl, |fresh| {
-                            bounds.ttl.min(Duration::from_millis(fresh))
-                        }),
-                        ..bounds
-                    });
-                    keep_local_copy(engine, &key, &local, copy_bounds, &entry.value);
-                    site.record_hit();
-                    return (S::from_stored(entry.value), Outcome::Hit);
-                }
-                lookup => lookup,
-            }
-        };
-        let run = Run {
-            engine,
-            site,
-            key: &key,
-            redis_failed: matches!(lookup, Lookup::Failed),
-        };
-        miss_boxed::<S, R, Fut>(run, body, local).await
-    };
-    Observe::new(call, observed)
-}
-
-/// The lookup: never an error, only what to do next.
-async fn lookup<T: DeserializeOwned>(engine: &Engine, full_key: &str) -> Lookup<T> {
-    // An eviction that failed is waiting to be applied: what Redis holds
-    // may be what it should have evicted.
-    if engine.parked.any() {
-        return Lookup::Failed;
-    }
-    match engine.store.get(full_key).await {
-        Ok(Some(bytes)) => match engine.decode(&bytes) {
-            Some(value) => Lookup::Hit(value),
-            None => Lookup::Miss,
-        },
-        Ok(None) => Lookup::Miss,
-        Err(error) => {
-            warn_lookup_failed(engine, &error);
-            Lookup::Failed
-        }
-    }
-}
-
-/// [`lookup`] for a call with a local tier: also reads the entry's
-/// remaining TTL (in the same round trip), so that a local copy never
-/// outlives it, and its encoded size.
-async fn lookup_with_ttl<T: DeserializeOwned>(
-    engine: &Engine,
-    full_key: &str,
-) -> (Lookup<T>, Option<CopyBounds>) {
-    if engine.parked.any() {
-        return (Lookup::Failed, None);
-    }
-    let entry = match engine.store.get_with_ttl(full_key).await {
-        Ok(Some(entry)) => entry,
-        Ok(None) => return (Lookup::Miss, None),
-        Err(error) => {
-            warn_lookup_failed(engine, &error);
-            return (Lookup::Failed, None);
-        }
-    };
-    let Some(decoded) = engine.decode(&entry.bytes) else {
-        return (Lookup::Miss, None);
-    };
-    let bounds = entry.ttl.map(|ttl| CopyBounds {
-        ttl,
-        encoded_len: entry.bytes.len(),
-    });
-    (Lookup::Hit(decoded), bounds)
-}
-
-/// Logs (rate-limited, password scrubbed) a lookup that Redis failed.
-fn warn_lookup_failed(engine: &Engine, error: &crate::error::CacheError) {
-    engine.incidents().warn(Incident::Lookup, || {
-        format!(
-            "cache lookup failed, running the function uncached: {} (Redis at {})",
-            engine.store.scrub(error),
-            engine.store.redacted_url()
-        )
-    });
-}
-
-/// The local tier one call uses, and how.
-type LocalUse<'a, T> = Option<(&'a LocalTier, LocalOps<T>)>;
-
-/// After a local miss: the local tier a value read from Redis (or made by
-/// the body) may be copied into, and the changes counted before the read
-/// (a read that crossed one is not kept).
-type LocalRead<'a, T> = Option<(&'a LocalTier, LocalOps<T>, Mark)>;
-
-/// Marks the local tier's changes before a read from Redis: only on a local
-/// miss, so that a local hit does not pay for hashing the key again.
-fn mark_read<'a, T>(local: LocalUse<'a, T>, key: &EntryKey) -> LocalRead<'a, T> {
-    local.map(|(tier, ops)| (tier, ops, tier.mark(&key.key)))
-}
-
-/// The local tier this call uses, if any: the function's type must allow it
-/// (`local_ops`), the function or the builder must ask for it, and no
-/// eviction may be parked (local copies are not trusted then, as Redis is
-/// not).
-fn local_tier_for<'a, T>(
-    engine: &'a Engine,
-    site: &CallSite,
-    local_ops: Option<LocalOps<T>>,
-) -> LocalUse<'a, T> {
-    local_ops
-        .filter(|_| !engine.parked.any())
-        .and_then(|ops| engine.local_for(site).map(|tier| (&**tier, ops)))
-}
-
-/// The local tier's copy of the entry, unless there is none or it had
-/// expired by `now`. The call's start stands for "now": one clock read fewer
-/// on the fastest path, for a copy that expired at most a few nanoseconds ago.
-fn local_hit<T>(key: &EntryKey, local: &LocalUse<'_, T>, now: Instant) -> Option<T> {
-    let (tier, ops) = local.as_ref()?;
-    tier.get(&key.key, ops, now)
-}
-
-/// Keeps a local copy of a value read from Redis, within `bounds`; not one
-/// that this process evicted while it was read (the eviction has already
-/// dropped the local copy), nor one that an invalidation message crossed.
-fn keep_local_copy<T>(
-    engine: &Engine,
-    key: &EntryKey,
-    local: &LocalRead<'_, T>,
-    bounds: Option<CopyBounds>,
-    value: &T,
-) {
-    if let (Some((tier, ops, since)), Some(bounds)) = (local, bounds)
-        && !engine.flights.evicted_since(&key.key, key.epoch)
-    {
-        tier.insert(&key.key, value, ops, bounds.ttl, bounds.encoded_len, *since);
-    }
-}
-
 /// Whose run of the body this is, and how it was reached.
-struct Run<'a> {
-    engine: &'a Arc<Engine>,
-    site: &'static CallSite,
-    key: &'a EntryKey,
+pub(super) struct Run<'a> {
+    pub(super) engine: &'a Arc<Engine>,
+    pub(super) site: &'static CallSite,
+    pub(super) key: &'a EntryKey,
     /// Whether Redis failed the lookup: the result is then not stored.
-    redis_failed: bool,
+    pub(super) redis_failed: bool,
 }
 
 /// [`miss`] on the heap. A future is as large as its largest state, and
@@ -361,7 +34,7 @@ struct Run<'a> {
 /// the size of the lookup, so kept inline it would make every hit copy it.
 /// Boxed, it costs a miss one allocation instead. Not an `async fn`: one
 /// would hold its arguments, the body among them, inline.
-fn miss_boxed<'a, S, R, Fut>(
+pub(super) fn miss_boxed<'a, S, R, Fut>(
     run: Run<'a>,
     body: Fut,
     local: LocalRead<'a, S::Stored>,
@@ -696,8 +369,12 @@ async fn wait_for_lock(engine: &Engine, key: &str) -> LockWait {
 
 /// Starts the one background refresh of a stale key, unless one is already
 /// running in this process (or, with `lock`, in another).
-fn spawn_refresh<S, R, Fut>(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut)
-where
+pub(super) fn spawn_refresh<S, R, Fut>(
+    engine: &Arc<Engine>,
+    site: &'static CallSite,
+    key: EntryKey,
+    body: Fut,
+) where
     S: Shape<R>,
     S::Stored: Send,
     R: Send + 'static,
