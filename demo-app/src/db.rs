@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Database, QueryBuilder, Transaction};
 
-use crate::repo::{NewUser, User};
+use crate::model::{NewUser, User};
 
 /// A file in the working directory, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://demo-app.db";

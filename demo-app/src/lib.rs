@@ -5,6 +5,7 @@
 //! - [`repo`]: the cached reads and the writes that keep them correct, the
 //!   part that shows the library;
 //! - [`routes`]: the handlers, with their `X-Cache` header;
+//! - [`model`]: the data: a user, what a client sends, and the errors;
 //! - [`db`]: the SQL, on SQLite, PostgreSQL or MySQL;
 //! - [`metrics`]: the cache's counters as Prometheus text;
 //! - [`seed`] and [`mod@bench`]: the `seed` and `bench` commands.
@@ -16,6 +17,7 @@ use cache_runtime::{Cache, CacheBuilder, LocalTier};
 pub mod bench;
 pub mod db;
 pub mod metrics;
+pub mod model;
 pub mod repo;
 pub mod routes;
 pub mod seed;
