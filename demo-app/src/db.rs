@@ -23,6 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{Database, QueryBuilder, Transaction};
 
 use crate::model::{NewUser, User};
+use crate::redact;
 
 /// A file in the working directory, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://demo-app.db";
@@ -116,7 +117,7 @@ impl Db {
             _ => Err(sqlx::Error::Configuration(
                 format!(
                     "DATABASE_URL must start with sqlite://, postgres:// or mysql://, not `{}`",
-                    redact(url)
+                    redact::url(url)
                 )
                 .into(),
             )),
@@ -408,44 +409,4 @@ where
         row.push_bind(&user.username).push_bind(&user.email);
     });
     query
-}
-
-/// `url` with its password, if any, replaced by `***`, for messages:
-/// `postgres://app:secret@db/demo` becomes `postgres://app:***@db/demo`.
-///
-/// (`cache_runtime::redact_url` is for Redis URLs, where `user@` alone is a
-/// password; in a database URL it is a user name, and is kept.)
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned(); // `sqlite:file.db`: no credentials
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_are_redacted_and_user_names_kept() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/demo"),
-            "postgres://app:***@db:5432/demo"
-        );
-        assert_eq!(
-            redact("mysql://root@127.0.0.1:3306/demo"),
-            "mysql://root@127.0.0.1:3306/demo"
-        );
-        assert_eq!(redact("sqlite://demo-app.db"), "sqlite://demo-app.db");
-        assert_eq!(redact("sqlite:demo-app.db"), "sqlite:demo-app.db");
-        assert_eq!(redact("postgres://u:p@ss@h/d"), "postgres://u:***@h/d");
-    }
 }

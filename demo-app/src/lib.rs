@@ -8,6 +8,7 @@
 //! - [`model`]: the data: a user, what a client sends, and the errors;
 //! - [`db`]: the SQL, on SQLite, PostgreSQL or MySQL;
 //! - [`metrics`]: the cache's counters as Prometheus text;
+//! - [`redact`]: credentials hidden from the URLs the app prints;
 //! - [`seed`] and [`mod@bench`]: the `seed` and `bench` commands.
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod db;
 pub mod metrics;
 pub mod model;
+pub mod redact;
 pub mod repo;
 pub mod routes;
 pub mod seed;
