@@ -6,7 +6,7 @@
 //!   part that shows the library;
 //! - [`routes`]: the handlers, with their `X-Cache` header;
 //! - [`model`]: the data: a user, what a client sends, and the errors;
-//! - [`db`]: the SQL, on SQLite, PostgreSQL or MySQL;
+//! - [`db`]: the SQL, written once for SQLite, PostgreSQL and MySQL;
 //! - [`metrics`]: the cache's counters as Prometheus text;
 //! - [`redact`]: credentials hidden from the URLs the app prints;
 //! - [`seed`] and [`mod@bench`]: the `seed` and `bench` commands.
