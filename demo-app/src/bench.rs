@@ -17,7 +17,8 @@ use actix_web::{App, HttpServer, web};
 use cache_runtime::{Outcome, track_outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::repo::{Repo, RepoError};
+use crate::model::RepoError;
+use crate::repo::Repo;
 
 /// Timings of each run, in run order.
 #[derive(Debug, Clone, Default)]

@@ -1,28 +1,32 @@
-//! The database: a SQLx pool for whichever backend `DATABASE_URL` names, its
-//! migrations, and each query in the three dialects.
+//! The database: one SQLx pool on SQLite, PostgreSQL or MySQL, its
+//! migrations, and each query, written once for the three.
 //!
 //! Nothing here knows about the cache; [`crate::repo`] puts it in front.
 //!
-//! One enum over the three pool types, rather than `sqlx::Any`: the dialects
-//! differ anyway (placeholders are `$1` on PostgreSQL and SQLite, `?` on
-//! MySQL; MySQL has no `INSERT … RETURNING`), and typed pools keep every row
-//! decoded by the backend's own driver. Queries are plain strings, checked by
-//! the tests against all three backends: no `query!` macro, which would need
-//! a database at compile time.
+//! One enum over the three pool types, rather than `sqlx::Any`: typed pools
+//! keep every row decoded by the backend's own driver. Each query is written
+//! once, as the body of an `each_backend!`, which compiles it once per driver
+//! against that driver's own types, so it needs no trait bounds. The few
+//! things the dialects do differently (placeholders, MySQL's text columns,
+//! MySQL's lack of `INSERT … RETURNING`) are in one trait, `Dialect`.
+//! Queries are plain strings, checked by the tests against all three
+//! backends: no `query!` macro, which would need a database at compile time.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateDatabase, MigrateError};
-use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions, MySqlQueryResult};
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Database, QueryBuilder, Transaction};
+use sqlx::{Database, Encode, Executor, IntoArguments, QueryBuilder, Transaction, Type};
 
-use crate::repo::{NewUser, User};
+use crate::model::{NewUser, User};
+use crate::redact;
 
 /// A file in the working directory, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://demo-app.db";
@@ -40,38 +44,126 @@ pub enum Db {
     MySql(MySqlPool),
 }
 
-/// A row as the queries select it: `id, username, email`.
-type Row = (i64, String, String);
+/// A database transaction, on whichever backend the pool is: the statements
+/// made through it take effect together at [`Tx::commit`], or not at all.
+/// Dropping it uncommitted rolls it back, as SQLx's own transactions do.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+    MySql(Transaction<'static, MySql>),
+}
 
-fn user((id, username, email): Row) -> User {
-    User {
-        id,
-        username,
-        email,
+/// `match`es `$value` (a [`Db`] or a [`Tx`], as `self`) on its backend, and
+/// runs `$body` with `$handle` bound to the pool or transaction and `$DB`
+/// naming the backend's `sqlx::Database`.
+///
+/// The body is written once and compiled three times, each time against one
+/// driver's concrete types: a query needs no trait bounds to run on all three.
+macro_rules! each_backend {
+    ($value:expr, |$handle:ident $(, $DB:ident)?| $body:expr) => {
+        match $value {
+            Self::Sqlite($handle) => {
+                $(type $DB = Sqlite;)?
+                $body
+            }
+            Self::Postgres($handle) => {
+                $(type $DB = Postgres;)?
+                $body
+            }
+            Self::MySql($handle) => {
+                $(type $DB = MySql;)?
+                $body
+            }
+        }
+    };
+}
+
+/// What the three dialects do differently, in one place. The defaults are
+/// PostgreSQL's, which SQLite shares; MySQL overrides them.
+trait Dialect: Database {
+    /// How the driver hands over a `username` or `email` column.
+    type Text;
+
+    /// The text of a `Self::Text`.
+    fn text(raw: Self::Text) -> Result<String, sqlx::Error>;
+
+    /// `sql`, written with PostgreSQL's numbered placeholders `$1, $2, …`
+    /// (which SQLite accepts too), in this backend's syntax.
+    fn sql(sql: &'static str) -> Cow<'static, str> {
+        Cow::Borrowed(sql)
+    }
+
+    /// How to read the new row's id from an `INSERT`'s result, on a backend
+    /// without `INSERT … RETURNING`; `None` where the `INSERT` returns it.
+    const INSERTED_ID: Option<fn(&Self::QueryResult) -> i64> = None;
+}
+
+impl Dialect for Sqlite {
+    type Text = String;
+    fn text(raw: String) -> Result<String, sqlx::Error> {
+        Ok(raw)
     }
 }
 
-/// A row on MySQL, whose text columns arrive as bytes.
-///
-/// The schema gives them the binary collation `utf8mb4_bin`, so that the
-/// unique email is compared exactly, as on the other backends (see the
-/// migration). MySQL then flags the columns as binary, and SQLx declines to
-/// decode a binary column as `String`: the bytes are decoded here instead.
-type MySqlRow = (i64, Vec<u8>, Vec<u8>);
+impl Dialect for Postgres {
+    type Text = String;
+    fn text(raw: String) -> Result<String, sqlx::Error> {
+        Ok(raw)
+    }
+}
 
-fn mysql_user((id, username, email): MySqlRow) -> Result<User, sqlx::Error> {
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|e| sqlx::Error::Decode(e.into()));
+impl Dialect for MySql {
+    /// Bytes: the schema gives the text columns the binary collation
+    /// `utf8mb4_bin`, so that the unique email is compared exactly, as on the
+    /// other backends (see the migration). MySQL then flags the columns as
+    /// binary, and SQLx declines to decode a binary column as `String`: the
+    /// bytes are decoded here instead.
+    type Text = Vec<u8>;
+    fn text(raw: Vec<u8>) -> Result<String, sqlx::Error> {
+        String::from_utf8(raw).map_err(|e| sqlx::Error::Decode(e.into()))
+    }
+
+    /// `?` placeholders.
+    fn sql(sql: &'static str) -> Cow<'static, str> {
+        Cow::Owned(positional(sql))
+    }
+
+    /// MySQL has no `INSERT … RETURNING`.
+    const INSERTED_ID: Option<fn(&MySqlQueryResult) -> i64> =
+        Some(|done| i64::try_from(done.last_insert_id()).expect("ids fit the BIGINT column"));
+}
+
+/// `sql` with each numbered placeholder `$n` replaced by `?`. A `?` takes
+/// the next value bound, so the `$n` must come in order, each once: a query
+/// that breaks this fails on every call, and so in the tests.
+fn positional(sql: &str) -> String {
+    let mut pieces = sql.split('$');
+    let mut positional = pieces.next().unwrap_or_default().to_owned();
+    for (expected, piece) in (1..).zip(pieces) {
+        let digits = piece.len() - piece.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        assert_eq!(
+            piece[..digits].parse::<usize>(),
+            Ok(expected),
+            "placeholders must be `$1, $2, …` in order: {sql}"
+        );
+        positional.push('?');
+        positional.push_str(&piece[digits..]);
+    }
+    positional
+}
+
+/// A row as the queries select it: `id, username, email`.
+type Row<DB> = (i64, <DB as Dialect>::Text, <DB as Dialect>::Text);
+
+fn user<DB: Dialect>((id, username, email): Row<DB>) -> Result<User, sqlx::Error> {
     Ok(User {
         id,
-        username: text(username)?,
-        email: text(email)?,
+        username: DB::text(username)?,
+        email: DB::text(email)?,
     })
 }
 
 const SELECT_ALL: &str = "SELECT id, username, email FROM users ORDER BY id";
-const COUNT: &str = "SELECT COUNT(*) FROM users";
-const UPDATE_PG: &str = "UPDATE users SET username = $1, email = $2 WHERE id = $3";
-const UPDATE_MY: &str = "UPDATE users SET username = ?, email = ? WHERE id = ?";
 
 impl Db {
     /// Connects to `url`: `sqlite://FILE`, `postgres://…` or `mysql://…`
@@ -116,7 +208,7 @@ impl Db {
             _ => Err(sqlx::Error::Configuration(
                 format!(
                     "DATABASE_URL must start with sqlite://, postgres:// or mysql://, not `{}`",
-                    redact(url)
+                    redact::url(url)
                 )
                 .into(),
             )),
@@ -144,95 +236,62 @@ impl Db {
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-            Db::MySql(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
-        }
+        each_backend!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(drop))
     }
 
     /// Closes every connection; later queries fail with `PoolClosed`.
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite(pool) => pool.close().await,
-            Db::Postgres(pool) => pool.close().await,
-            Db::MySql(pool) => pool.close().await,
-        }
+        each_backend!(self, |pool| pool.close().await)
     }
 
     pub async fn fetch_all_users(&self) -> Result<Vec<User>, sqlx::Error> {
-        match self {
-            Db::Sqlite(pool) => {
-                let rows: Vec<Row> = sqlx::query_as(SELECT_ALL).fetch_all(pool).await?;
-                Ok(rows.into_iter().map(user).collect())
-            }
-            Db::Postgres(pool) => {
-                let rows: Vec<Row> = sqlx::query_as(SELECT_ALL).fetch_all(pool).await?;
-                Ok(rows.into_iter().map(user).collect())
-            }
-            Db::MySql(pool) => {
-                let rows: Vec<MySqlRow> = sqlx::query_as(SELECT_ALL).fetch_all(pool).await?;
-                rows.into_iter().map(mysql_user).collect()
-            }
-        }
+        each_backend!(self, |pool, DB| {
+            let rows: Vec<Row<DB>> = sqlx::query_as(SELECT_ALL).fetch_all(pool).await?;
+            rows.into_iter().map(user::<DB>).collect()
+        })
     }
 
     pub async fn fetch_user(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
-        const PG: &str = "SELECT id, username, email FROM users WHERE id = $1";
-        const MY: &str = "SELECT id, username, email FROM users WHERE id = ?";
-        match self {
-            Db::Sqlite(pool) => {
-                let row: Option<Row> = sqlx::query_as(PG).bind(id).fetch_optional(pool).await?;
-                Ok(row.map(user))
-            }
-            Db::Postgres(pool) => {
-                let row: Option<Row> = sqlx::query_as(PG).bind(id).fetch_optional(pool).await?;
-                Ok(row.map(user))
-            }
-            Db::MySql(pool) => {
-                let row: Option<MySqlRow> =
-                    sqlx::query_as(MY).bind(id).fetch_optional(pool).await?;
-                row.map(mysql_user).transpose()
-            }
-        }
+        const SQL: &str = "SELECT id, username, email FROM users WHERE id = $1";
+        each_backend!(self, |pool, DB| {
+            let sql = DB::sql(SQL);
+            let row: Option<Row<DB>> = sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
+            row.map(user::<DB>).transpose()
+        })
     }
 
     pub async fn count_users(&self) -> Result<i64, sqlx::Error> {
-        match self {
-            Db::Sqlite(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
-            Db::Postgres(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
-            Db::MySql(pool) => sqlx::query_scalar(COUNT).fetch_one(pool).await,
-        }
+        const SQL: &str = "SELECT COUNT(*) FROM users";
+        each_backend!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)
     }
 
     /// The largest id so far, or 0; what `seed` numbers new users after.
     pub async fn max_id(&self) -> Result<i64, sqlx::Error> {
-        const MAX_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM users";
-        match self {
-            Db::Sqlite(pool) => sqlx::query_scalar(MAX_ID).fetch_one(pool).await,
-            Db::Postgres(pool) => sqlx::query_scalar(MAX_ID).fetch_one(pool).await,
-            Db::MySql(pool) => sqlx::query_scalar(MAX_ID).fetch_one(pool).await,
-        }
+        const SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM users";
+        each_backend!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)
     }
 
     pub async fn insert_user(&self, new: &NewUser) -> Result<User, sqlx::Error> {
-        const PG: &str = "INSERT INTO users (username, email) VALUES ($1, $2) RETURNING id";
-        const MY: &str = "INSERT INTO users (username, email) VALUES (?, ?)";
-        let id: i64 = match self {
-            Db::Sqlite(pool) => {
-                let query = sqlx::query_scalar(PG).bind(&new.username).bind(&new.email);
-                query.fetch_one(pool).await?
+        const SQL: &str = "INSERT INTO users (username, email) VALUES ($1, $2)";
+        let id = each_backend!(self, |pool, DB| {
+            let sql = DB::sql(SQL);
+            match DB::INSERTED_ID {
+                Some(inserted_id) => {
+                    let query = sqlx::query(&sql).bind(&new.username).bind(&new.email);
+                    inserted_id(&query.execute(pool).await?)
+                }
+                None => {
+                    let sql = format!("{sql} RETURNING id");
+                    let query = sqlx::query_scalar(&sql)
+                        .bind(&new.username)
+                        .bind(&new.email);
+                    query.fetch_one(pool).await?
+                }
             }
-            Db::Postgres(pool) => {
-                let query = sqlx::query_scalar(PG).bind(&new.username).bind(&new.email);
-                query.fetch_one(pool).await?
-            }
-            Db::MySql(pool) => {
-                let query = sqlx::query(MY).bind(&new.username).bind(&new.email);
-                let done = query.execute(pool).await?;
-                i64::try_from(done.last_insert_id()).expect("ids fit the BIGINT column")
-            }
-        };
+        });
         Ok(User {
             id,
             username: new.username.clone(),
@@ -242,21 +301,10 @@ impl Db {
 
     /// Replaces a user's fields; `None` if no row has this id.
     pub async fn update_user(&self, id: i64, new: &NewUser) -> Result<Option<User>, sqlx::Error> {
-        let done = match self {
-            Db::Sqlite(pool) => {
-                let query = sqlx::query(UPDATE_PG).bind(&new.username).bind(&new.email);
-                query.bind(id).execute(pool).await?.rows_affected()
-            }
-            Db::Postgres(pool) => {
-                let query = sqlx::query(UPDATE_PG).bind(&new.username).bind(&new.email);
-                query.bind(id).execute(pool).await?.rows_affected()
-            }
-            Db::MySql(pool) => {
-                let query = sqlx::query(UPDATE_MY).bind(&new.username).bind(&new.email);
-                query.bind(id).execute(pool).await?.rows_affected()
-            }
-        };
-        Ok(updated(id, new, done))
+        each_backend!(self, |pool, DB| {
+            let done = update::<DB>(pool, id, new).await?;
+            Ok(updated(id, new, done.rows_affected()))
+        })
     }
 
     /// Starts a transaction: see [`Tx`].
@@ -270,26 +318,12 @@ impl Db {
 
     /// Deletes a user; `false` if no row has this id.
     pub async fn delete_user(&self, id: i64) -> Result<bool, sqlx::Error> {
-        const PG: &str = "DELETE FROM users WHERE id = $1";
-        const MY: &str = "DELETE FROM users WHERE id = ?";
-        let deleted = match self {
-            Db::Sqlite(pool) => sqlx::query(PG)
-                .bind(id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Db::Postgres(pool) => sqlx::query(PG)
-                .bind(id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Db::MySql(pool) => sqlx::query(MY)
-                .bind(id)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
-        Ok(deleted > 0)
+        const SQL: &str = "DELETE FROM users WHERE id = $1";
+        each_backend!(self, |pool, DB| {
+            let sql = DB::sql(SQL);
+            let done = sqlx::query(&sql).bind(id).execute(pool).await?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 
     /// Inserts `users` in one transaction, `batch` rows per `INSERT`, and
@@ -304,42 +338,15 @@ impl Db {
         batch: usize,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(), sqlx::Error> {
-        match self {
-            Db::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for chunk in users.chunks(batch) {
-                    insert_values(chunk).build().execute(&mut *tx).await?;
-                    progress(chunk.len());
-                }
-                tx.commit().await
+        each_backend!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for chunk in users.chunks(batch) {
+                insert_values(chunk).build().execute(&mut *tx).await?;
+                progress(chunk.len());
             }
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                for chunk in users.chunks(batch) {
-                    insert_values(chunk).build().execute(&mut *tx).await?;
-                    progress(chunk.len());
-                }
-                tx.commit().await
-            }
-            Db::MySql(pool) => {
-                let mut tx = pool.begin().await?;
-                for chunk in users.chunks(batch) {
-                    insert_values(chunk).build().execute(&mut *tx).await?;
-                    progress(chunk.len());
-                }
-                tx.commit().await
-            }
-        }
+            tx.commit().await
+        })
     }
-}
-
-/// A database transaction, on whichever backend the pool is: the statements
-/// made through it take effect together at [`Tx::commit`], or not at all.
-/// Dropping it uncommitted rolls it back, as SQLx's own transactions do.
-pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
-    MySql(Transaction<'static, MySql>),
 }
 
 impl Tx {
@@ -349,38 +356,37 @@ impl Tx {
         id: i64,
         new: &NewUser,
     ) -> Result<Option<User>, sqlx::Error> {
-        let done = match self {
-            Tx::Sqlite(tx) => {
-                let query = sqlx::query(UPDATE_PG).bind(&new.username).bind(&new.email);
-                query.bind(id).execute(&mut **tx).await?.rows_affected()
-            }
-            Tx::Postgres(tx) => {
-                let query = sqlx::query(UPDATE_PG).bind(&new.username).bind(&new.email);
-                query.bind(id).execute(&mut **tx).await?.rows_affected()
-            }
-            Tx::MySql(tx) => {
-                let query = sqlx::query(UPDATE_MY).bind(&new.username).bind(&new.email);
-                query.bind(id).execute(&mut **tx).await?.rows_affected()
-            }
-        };
-        Ok(updated(id, new, done))
+        each_backend!(self, |tx, DB| {
+            let done = update::<DB>(&mut **tx, id, new).await?;
+            Ok(updated(id, new, done.rows_affected()))
+        })
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
-            Tx::MySql(tx) => tx.commit().await,
-        }
+        each_backend!(self, |tx| tx.commit().await)
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite(tx) => tx.rollback().await,
-            Tx::Postgres(tx) => tx.rollback().await,
-            Tx::MySql(tx) => tx.rollback().await,
-        }
+        each_backend!(self, |tx| tx.rollback().await)
     }
+}
+
+/// The one `UPDATE`, on a pool or in a transaction: generic over the
+/// executor rather than in an `each_backend!`, because it runs on both.
+async fn update<'c, DB>(
+    executor: impl Executor<'c, Database = DB>,
+    id: i64,
+    new: &NewUser,
+) -> Result<DB::QueryResult, sqlx::Error>
+where
+    DB: Dialect,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    let sql = DB::sql("UPDATE users SET username = $1, email = $2 WHERE id = $3");
+    let query = sqlx::query(&sql).bind(&new.username).bind(&new.email);
+    query.bind(id).execute(executor).await
 }
 
 /// The user an `UPDATE` of `rows_affected` rows made, if it found its row.
@@ -410,42 +416,22 @@ where
     query
 }
 
-/// `url` with its password, if any, replaced by `***`, for messages:
-/// `postgres://app:secret@db/demo` becomes `postgres://app:***@db/demo`.
-///
-/// (`cache_runtime::redact_url` is for Redis URLs, where `user@` alone is a
-/// password; in a database URL it is a user name, and is kept.)
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned(); // `sqlite:file.db`: no credentials
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::positional;
 
     #[test]
-    fn passwords_are_redacted_and_user_names_kept() {
+    fn numbered_placeholders_become_positional() {
         assert_eq!(
-            redact("postgres://app:s3cret@db:5432/demo"),
-            "postgres://app:***@db:5432/demo"
+            positional("UPDATE users SET username = $1, email = $2 WHERE id = $3"),
+            "UPDATE users SET username = ?, email = ? WHERE id = ?"
         );
-        assert_eq!(
-            redact("mysql://root@127.0.0.1:3306/demo"),
-            "mysql://root@127.0.0.1:3306/demo"
-        );
-        assert_eq!(redact("sqlite://demo-app.db"), "sqlite://demo-app.db");
-        assert_eq!(redact("sqlite:demo-app.db"), "sqlite:demo-app.db");
-        assert_eq!(redact("postgres://u:p@ss@h/d"), "postgres://u:***@h/d");
+        assert_eq!(positional("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
+    #[should_panic(expected = "in order")]
+    fn placeholders_out_of_order_are_refused() {
+        positional("UPDATE users SET email = $2, username = $1");
     }
 }

@@ -5,8 +5,10 @@
 //! - [`repo`]: the cached reads and the writes that keep them correct, the
 //!   part that shows the library;
 //! - [`routes`]: the handlers, with their `X-Cache` header;
-//! - [`db`]: the SQL, on SQLite, PostgreSQL or MySQL;
+//! - [`model`]: the data: a user, what a client sends, and the errors;
+//! - [`db`]: the SQL, written once for SQLite, PostgreSQL and MySQL;
 //! - [`metrics`]: the cache's counters as Prometheus text;
+//! - [`redact`]: credentials hidden from the URLs the app prints;
 //! - [`seed`] and [`mod@bench`]: the `seed` and `bench` commands.
 
 use std::time::Duration;
@@ -16,6 +18,8 @@ use cache_runtime::{Cache, CacheBuilder, LocalTierSettings};
 pub mod bench;
 pub mod db;
 pub mod metrics;
+pub mod model;
+pub mod redact;
 pub mod repo;
 pub mod routes;
 pub mod seed;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use actix_web::middleware::Logger;
 use actix_web::{App, HttpServer, web};
 use demo_app::db::{self, Db};
+use demo_app::redact;
 use demo_app::repo::Repo;
 use demo_app::seed::{self, Progress};
 use demo_app::{bench, routes};
@@ -138,9 +139,9 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn Error>> {
                 .unwrap_or_else(|_| cache_runtime::defaults::URL.to_owned());
             println!(
                 "database {} ({}), Redis {}",
-                db::redact(&config.database_url),
+                redact::url(&config.database_url),
                 repo.db().backend(),
-                cache_runtime::redact_url(&redis_url),
+                redact::url(&redis_url),
             );
             let measurement = bench::measure(web::Data::new(repo), runs).await?;
             println!("{} users, {runs} runs\n", measurement.users);
@@ -157,10 +158,10 @@ async fn open(config: &Config) -> Result<Repo, Box<dyn Error>> {
     let url = &config.database_url;
     let db = Db::connect(url)
         .await
-        .map_err(|e| format!("cannot open the database {}: {e}", db::redact(url)))?;
+        .map_err(|e| format!("cannot open the database {}: {e}", redact::url(url)))?;
     db.migrate()
         .await
-        .map_err(|e| format!("cannot migrate the database {}: {e}", db::redact(url)))?;
+        .map_err(|e| format!("cannot migrate the database {}: {e}", redact::url(url)))?;
     // Connects in the background: the app starts, and works, without Redis.
     let cache = demo_app::cache_builder().build()?;
     Ok(Repo::new(db, cache))

@@ -17,7 +17,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use cache_runtime::{Outcome, track_outcome};
 use serde_json::json;
 
-use crate::repo::{NewUser, Repo, RepoError, User};
+use crate::model::{NewUser, RepoError, User};
+use crate::repo::Repo;
 
 /// Registers the routes. The app needs a `web::Data<Repo>`:
 ///

@@ -4,7 +4,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use crate::repo::{NewUser, Repo, RepoError};
+use crate::model::{NewUser, RepoError};
+use crate::repo::Repo;
 
 /// Rows per `INSERT`: 2 000 bound parameters, far below every backend's limit
 /// (SQLite's is 32 766, PostgreSQL's and MySQL's 65 535), and large enough

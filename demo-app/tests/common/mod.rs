@@ -27,12 +27,15 @@ use actix_web::test::{self, TestRequest};
 use actix_web::{App, web};
 use cache_tests::RedisServer;
 use demo_app::db::Db;
-use demo_app::repo::{Repo, User};
+use demo_app::model::User;
+use demo_app::repo::Repo;
 use demo_app::routes;
 use demo_app::seed::{self, Progress};
 use serde_json::Value;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::mysql::{MySql, MySqlConnectOptions};
+use sqlx::pool::{Pool, PoolOptions};
+use sqlx::postgres::{PgConnectOptions, Postgres};
+use sqlx::{Connection, Database, Executor, IntoArguments};
 
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/demo_test";
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/demo_test";
@@ -164,84 +167,108 @@ async fn sqlite_db(test: &str) -> (Db, PathBuf) {
     (db, file)
 }
 
-async fn postgres_db(test: &str) -> Db {
-    let url = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
+/// A database server the tests need, and what to say when it does not answer.
+struct Server {
+    name: &'static str,
+    /// The environment variable with its URL, and the URL without it.
+    var: &'static str,
+    default_url: &'static str,
+    /// How to start it and create its database by hand.
+    setup: &'static str,
+}
+
+const POSTGRES: Server = Server {
+    name: "PostgreSQL",
+    var: "TEST_POSTGRES_URL",
+    default_url: DEFAULT_POSTGRES_URL,
+    setup: "Start PostgreSQL and create the database \
+            (scripts/test does both; by hand: `pg_ctlcluster 15 main start` and \
+            `psql -h 127.0.0.1 -U postgres -c 'CREATE DATABASE demo_test'`)",
+};
+
+const MYSQL: Server = Server {
+    name: "MySQL/MariaDB",
+    var: "TEST_MYSQL_URL",
+    default_url: DEFAULT_MYSQL_URL,
+    setup: "Start MariaDB and create the database \
+            (scripts/test does both; by hand: start mariadbd, then \
+            `mariadb -h 127.0.0.1 -u root -e 'CREATE DATABASE IF NOT EXISTS demo_test'`)",
+};
+
+impl Server {
+    fn url(&self) -> String {
+        std::env::var(self.var).unwrap_or_else(|_| self.default_url.into())
+    }
+
+    /// Runs `statements`, which drop and recreate a test's schema or
+    /// database, on the server of `url`; fails the test, saying what to
+    /// start, if it does not answer.
+    async fn recreate<DB>(&self, url: &str, statements: [String; 2])
+    where
+        DB: Database,
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    {
+        let admin = PoolOptions::<DB>::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "\n\n{} is not reachable at {url}: {error}\n\
+                     These tests never skip. {}, or set {} to a server that runs.\n",
+                    self.name, self.setup, self.var
+                )
+            });
+        for statement in statements {
+            sqlx::query(&statement)
+                .execute(&admin)
+                .await
+                .unwrap_or_else(|error| panic!("`{statement}` failed: {error}"));
+        }
+        admin.close().await;
+    }
+}
+
+/// The pool a test's app uses, on the schema or database `options` name.
+async fn test_pool<DB: Database>(options: <DB::Connection as Connection>::Options) -> Pool<DB> {
+    PoolOptions::<DB>::new()
+        .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&url)
+        .connect_with(options)
         .await
-        .unwrap_or_else(|error| {
-            panic!(
-                "\n\nPostgreSQL is not reachable at {url}: {error}\n\
-                 These tests never skip. Start PostgreSQL and create the database \
-                 (scripts/test does both; by hand: `pg_ctlcluster 15 main start` and \
-                 `psql -h 127.0.0.1 -U postgres -c 'CREATE DATABASE demo_test'`), \
-                 or set TEST_POSTGRES_URL to a server that runs.\n"
-            )
-        });
+        .expect("connect to the test's schema or database")
+}
+
+async fn postgres_db(test: &str) -> Db {
+    let url = POSTGRES.url();
     let schema = format!("test_{}", short_name(test));
-    for statement in [
+    let statements = [
         format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
         format!("CREATE SCHEMA {schema}"),
-    ] {
-        sqlx::query(&statement)
-            .execute(&admin)
-            .await
-            .unwrap_or_else(|error| panic!("`{statement}` failed: {error}"));
-    }
-    admin.close().await;
+    ];
+    POSTGRES.recreate::<Postgres>(&url, statements).await;
     let options = PgConnectOptions::from_str(&url)
         .expect("a valid TEST_POSTGRES_URL")
         .options([("search_path", schema.as_str())]);
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await
-        .expect("connect to the test schema");
-    Db::Postgres(pool)
+    Db::Postgres(test_pool(options).await)
 }
 
 async fn mysql_db(test: &str) -> Db {
-    let url = std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| DEFAULT_MYSQL_URL.into());
-    let admin = MySqlPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&url)
-        .await
-        .unwrap_or_else(|error| {
-            panic!(
-                "\n\nMySQL/MariaDB is not reachable at {url}: {error}\n\
-                 These tests never skip. Start MariaDB and create the database \
-                 (scripts/test does both; by hand: start mariadbd, then \
-                 `mariadb -h 127.0.0.1 -u root -e 'CREATE DATABASE IF NOT EXISTS demo_test'`), \
-                 or set TEST_MYSQL_URL to a server that runs.\n"
-            )
-        });
+    let url = MYSQL.url();
     let base = url.rsplit('/').next().unwrap_or("demo_test");
     let base = base.split('?').next().unwrap_or(base);
     let database = format!("{base}_{}", short_name(test));
-    for statement in [
+    let statements = [
         format!("DROP DATABASE IF EXISTS `{database}`"),
         format!("CREATE DATABASE `{database}`"),
-    ] {
-        sqlx::query(&statement)
-            .execute(&admin)
-            .await
-            .unwrap_or_else(|error| panic!("`{statement}` failed: {error}"));
-    }
-    admin.close().await;
+    ];
+    MYSQL.recreate::<MySql>(&url, statements).await;
     let options = MySqlConnectOptions::from_str(&url)
         .expect("a valid TEST_MYSQL_URL")
         .database(&database);
-    let pool = MySqlPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await
-        .expect("connect to the test database");
-    Db::MySql(pool)
+    Db::MySql(test_pool(options).await)
 }
 
 /// `test`, short enough for a schema or database name (at most 63 and 64

@@ -23,7 +23,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::test::TestRequest;
 use cache_tests::{RedisServer, eventually};
-use demo_app::repo::User;
+use demo_app::model::User;
 use redis::Commands;
 use serde_json::json;
 
