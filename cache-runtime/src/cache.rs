@@ -15,11 +15,7 @@ use crate::engine::Engine;
 use crate::error::{AlreadyInstalled, CacheError, ConfigError};
 use crate::evict::{Evicted, evict};
 
-/// A Redis cache: where `#[redis_cached]` functions store their results.
-///
-/// Cloning is cheap and clones share one connection. Most programs use the
-/// process-wide default (see [`Cache::global`]); `#[redis_cached(cache = …)]`
-/// points a function at another instance.
+#[doc = include_str!("../docs/cache.md")]
 #[derive(Clone)]
 pub struct Cache {
     engine: Arc<Engine>,

@@ -34,7 +34,7 @@ pub(crate) struct Config {
 }
 
 /// Where the cache's connections to Redis are driven
-/// ([`CacheBuilder::connection_placement`]).
+/// ([`CacheBuilder::connection_placement`](crate::CacheBuilder::connection_placement)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ConnectionPlacement {

@@ -3,7 +3,7 @@
 //! from a `local = true` cached function whose "database" is the Redis key
 //! `db:<id>`.
 //!
-//! Usage: local_worker <redis-url>
+//! Usage: `local_worker <redis-url>`
 
 use std::io::{BufRead, Write};
 use std::time::Duration;

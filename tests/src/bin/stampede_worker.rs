@@ -2,7 +2,7 @@
 //! callers of one cold key with `lock = true`, once the test says go, and
 //! prints how many times this process ran the body.
 //!
-//! Usage: stampede_worker <redis-url> <callers> <body-ms>
+//! Usage: `stampede_worker <redis-url> <callers> <body-ms>`
 
 use std::sync::Arc;
 use std::time::Duration;
