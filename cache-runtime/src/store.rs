@@ -1,6 +1,7 @@
-//! The store: every Redis command the runtime sends, one typed method each,
-//! over the connection (which applies the deadline). Nothing above this
-//! module builds a Redis command.
+//! The store: every Redis command the runtime sends over its connections,
+//! one typed method each (the connection applies the deadline). Nothing
+//! above this module builds a command; the local tier's subscription, which
+//! has a pub/sub connection of its own, only subscribes and PINGs.
 
 use std::time::Duration;
 
