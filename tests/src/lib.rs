@@ -5,7 +5,11 @@
 //! other and can kill, stall (`SIGSTOP`) or restart their server. It is
 //! killed when dropped. There is no mock anywhere: if `redis-server` is not
 //! installed, the test fails and says how to install it.
+//!
+//! [`architecture`] is different: it reads the workspace's sources, for the
+//! test that keeps the crates' modules in one-way layers.
 
+pub mod architecture;
 mod calls;
 mod cluster;
 mod proxy;
