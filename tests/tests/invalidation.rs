@@ -290,9 +290,11 @@ async fn slow_read(
     cache: Arc<Cache>,
     db: Arc<std::sync::Mutex<String>>,
     gate: Arc<tokio::sync::Semaphore>,
+    has_read: Arc<tokio::sync::Notify>,
     id: u32,
 ) -> String {
     let read = db.lock().unwrap().clone();
+    has_read.notify_one();
     // The write commits and evicts while this read is still running.
     let _permit = gate.acquire().await;
     format!("{id}:{read}")
@@ -309,15 +311,22 @@ async fn a_read_that_started_before_a_write_does_not_store_the_old_value() {
     let cache = Arc::new(server.cache());
     let db = Arc::new(std::sync::Mutex::new("old".to_owned()));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let has_read = Arc::new(tokio::sync::Notify::new());
 
-    let reader = tokio::spawn(slow_read(cache.clone(), db.clone(), gate.clone(), 1));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reader = tokio::spawn(slow_read(
+        cache.clone(),
+        db.clone(),
+        gate.clone(),
+        has_read.clone(),
+        1,
+    ));
+    has_read.notified().await;
     write(cache.clone(), db.clone(), 1, "new").await;
     gate.add_permits(100);
     assert_eq!(reader.await.unwrap(), "1:old", "it read before the write");
 
     assert!(!server.exists("racy:1"), "but did not store what it read");
-    assert_eq!(slow_read(cache, db, gate, 1).await, "1:new");
+    assert_eq!(slow_read(cache, db, gate, has_read, 1).await, "1:new");
 }
 
 #[redis_cached(key = "racy:{id}", ttl = 60, coalesce = false, cache = cache)]
@@ -325,9 +334,11 @@ async fn slow_uncoalesced_read(
     cache: Arc<Cache>,
     db: Arc<std::sync::Mutex<String>>,
     gate: Arc<tokio::sync::Semaphore>,
+    has_read: Arc<tokio::sync::Notify>,
     id: u32,
 ) -> String {
     let read = db.lock().unwrap().clone();
+    has_read.notify_one();
     let _permit = gate.acquire().await;
     format!("{id}:{read}")
 }
@@ -338,19 +349,24 @@ async fn a_read_without_a_flight_that_started_before_a_write_does_not_store_eith
     let cache = Arc::new(server.cache());
     let db = Arc::new(std::sync::Mutex::new("old".to_owned()));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let has_read = Arc::new(tokio::sync::Notify::new());
 
     let reader = tokio::spawn(slow_uncoalesced_read(
         cache.clone(),
         db.clone(),
         gate.clone(),
+        has_read.clone(),
         1,
     ));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    has_read.notified().await;
     write(cache.clone(), db.clone(), 1, "new").await;
     gate.add_permits(100);
     assert_eq!(reader.await.unwrap(), "1:old");
     assert!(!server.exists("racy:1"), "it did not store what it read");
-    assert_eq!(slow_uncoalesced_read(cache, db, gate, 1).await, "1:new");
+    assert_eq!(
+        slow_uncoalesced_read(cache, db, gate, has_read, 1).await,
+        "1:new"
+    );
 }
 
 #[tokio::test]
