@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, ConnectionPlacement, redis_cached};
-use cache_tests::{Calls, RedisServer, eventually};
+use cache_tests::{Calls, RedisServer, eventually, one_worker_runtime};
 use tokio::runtime::Runtime;
 
 #[redis_cached(key = "placed:{id}", ttl = 60, cache = cache)]
@@ -17,22 +17,9 @@ async fn placed(cache: &Cache, calls: &Calls, id: u32) -> u32 {
     id * 2
 }
 
-/// A runtime with one worker thread, so that its tasks run between calls.
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// How many clients the server has, other than the one asking.
 fn clients(server: &RedisServer) -> usize {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut server.client())
-        .unwrap();
-    list.lines().count() - 1
+    server.client_list().lines().count() - 1
 }
 
 /// Waits up to 5 s for the server to count `expected` clients.
@@ -56,7 +43,7 @@ fn each_runtime_that_calls_has_a_connection_of_its_own() {
     assert_eq!(clients(&server), 0, "nothing connects before a call");
     let calls = Calls::default();
 
-    let first = runtime();
+    let first = one_worker_runtime();
     assert_eq!(first.block_on(placed(&cache, &calls, 21)), 42);
     assert_eq!(first.block_on(placed(&cache, &calls, 21)), 42);
     assert_eq!(calls.get(), 1, "the second call is a hit");
@@ -67,7 +54,7 @@ fn each_runtime_that_calls_has_a_connection_of_its_own() {
         first.metrics().num_alive_tasks()
     );
 
-    let second = runtime();
+    let second = one_worker_runtime();
     assert_eq!(second.block_on(placed(&cache, &calls, 21)), 42);
     assert_eq!(
         calls.get(),
@@ -87,7 +74,7 @@ fn each_runtime_that_calls_has_a_connection_of_its_own() {
     assert_eq!(calls.get(), 1, "still hits after the first runtime ended");
 
     // And a third runtime gets a connection of its own again.
-    let third = runtime();
+    let third = one_worker_runtime();
     assert_eq!(third.block_on(placed(&cache, &calls, 21)), 42);
     assert_eq!(calls.get(), 1);
     assert_eq!(clients(&server), 2);
@@ -98,7 +85,7 @@ fn a_stalled_runtime_does_not_hold_up_the_others() {
     let server = RedisServer::start();
     let cache = server.cache();
     let calls = Calls::default();
-    let (stalled, healthy) = (runtime(), runtime());
+    let (stalled, healthy) = (one_worker_runtime(), one_worker_runtime());
     assert_eq!(stalled.block_on(placed(&cache, &calls, 3)), 6);
     // Block the stalled runtime's only worker, which drives its connection,
     // for longer than the deadline (1 s).
@@ -119,7 +106,7 @@ fn asking_whether_it_is_connected_connects_the_asking_runtime() {
     let server = RedisServer::start();
     let cache = server.cache();
     assert!(!cache.is_connected(), "outside a runtime, before any call");
-    let runtime = runtime();
+    let runtime = one_worker_runtime();
     let connected = runtime.block_on(eventually(Duration::from_secs(5), || async {
         cache.is_connected()
     }));
@@ -130,7 +117,7 @@ fn asking_whether_it_is_connected_connects_the_asking_runtime() {
 #[test]
 fn a_cache_built_on_a_runtime_connects_there_at_once() {
     let server = RedisServer::start();
-    let runtime = runtime();
+    let runtime = one_worker_runtime();
     let cache = runtime.block_on(async { server.cache() });
     let connected = runtime.block_on(eventually(Duration::from_secs(5), || async {
         cache.is_connected()
@@ -155,7 +142,7 @@ fn on_the_io_thread_every_runtime_shares_one_connection() {
         .build()
         .unwrap();
     let calls = Calls::default();
-    let (first, second) = (runtime(), runtime());
+    let (first, second) = (one_worker_runtime(), one_worker_runtime());
     assert_eq!(first.block_on(placed(&cache, &calls, 4)), 8);
     assert_eq!(second.block_on(placed(&cache, &calls, 4)), 8);
     assert_eq!(calls.get(), 1, "the second runtime's call is a hit");

@@ -6,7 +6,7 @@
 //! One test per binary: the default cache is per process.
 
 use cache_runtime::{AlreadyInstalled, Cache, redis_cached};
-use cache_tests::{Calls, RedisServer};
+use cache_tests::{Calls, RedisServer, current_thread_runtime, one_worker_runtime};
 
 #[redis_cached(key = "zero:{id}", ttl = 60)]
 async fn zero_config(calls: &Calls, id: u32) -> u32 {
@@ -22,18 +22,11 @@ fn the_default_cache_reads_redis_url_and_outlives_the_first_runtime() {
     unsafe { std::env::set_var("REDIS_URL", server.url()) };
     let calls = Calls::default();
 
-    let first_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let first_runtime = current_thread_runtime();
     assert_eq!(first_runtime.block_on(zero_config(&calls, 1)), 2);
     drop(first_runtime);
 
-    let second_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let second_runtime = one_worker_runtime();
     assert_eq!(second_runtime.block_on(zero_config(&calls, 1)), 2);
     assert_eq!(calls.get(), 1, "the second runtime's call was a hit");
     let stored: String = redis::Commands::get(&mut server.client(), "zero:1").unwrap();

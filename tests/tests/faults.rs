@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, redis_cached};
-use cache_tests::{Calls, RedisServer, eventually};
+use cache_tests::{Calls, RedisServer, caches, eventually, resumes};
 use redis::Commands;
 
 const DEADLINE: Duration = Duration::from_millis(100);
@@ -49,23 +49,14 @@ async fn call_in_time(cache: &Cache, calls: &Calls, id: u64) {
     assert!(took < CALL_BOUND, "a call took {took:?}");
 }
 
-/// Whether caching resumes within [`RESUME_BOUND`]: a fresh key each try.
-async fn resumes(cache: &Cache, calls: &Calls) -> bool {
-    let mut id = 100;
-    let resumed = eventually(RESUME_BOUND, || {
-        id += 1;
-        caching_works(cache, calls, id)
-    })
-    .await;
-    resumed.is_some()
-}
-
 /// Whether a fresh key is stored by one call and served to the next.
 async fn caching_works(cache: &Cache, calls: &Calls, id: u64) -> bool {
-    let before = calls.get();
-    double(cache, calls, id).await;
-    double(cache, calls, id).await;
-    calls.get() == before + 1
+    caches(calls, || double(cache, calls, id)).await
+}
+
+/// Whether caching resumes within [`RESUME_BOUND`]: a fresh key each try.
+async fn caching_resumes(cache: &Cache, calls: &Calls) -> bool {
+    resumes(RESUME_BOUND, calls, |id| double(cache, calls, id)).await
 }
 
 #[tokio::test]
@@ -81,14 +72,8 @@ async fn redis_absent_at_start_then_started() {
     assert!(!cache.is_connected());
 
     let _server = RedisServer::start_on(port);
-    let mut id = 100;
-    let resumed = eventually(RESUME_BOUND, || {
-        id += 1;
-        caching_works(&cache, &calls, id)
-    })
-    .await;
     assert!(
-        resumed.is_some(),
+        caching_resumes(&cache, &calls).await,
         "caching did not resume once Redis started"
     );
     assert!(cache.is_connected());
@@ -109,14 +94,8 @@ async fn redis_killed_mid_run_then_restarted() {
     assert_eq!(calls.get(), before + 20, "every call ran its body");
 
     server.restart();
-    let mut id = 100;
-    let resumed = eventually(RESUME_BOUND, || {
-        id += 1;
-        caching_works(&cache, &calls, id)
-    })
-    .await;
     assert!(
-        resumed.is_some(),
+        caching_resumes(&cache, &calls).await,
         "caching did not resume after the restart"
     );
 }
@@ -160,7 +139,7 @@ async fn redis_stalled_with_sigstop() {
 
     server.resume();
     assert!(
-        resumes(&cache, &calls).await,
+        caching_resumes(&cache, &calls).await,
         "caching did not resume after SIGCONT"
     );
 }
@@ -200,7 +179,7 @@ async fn a_reply_late_for_the_deadline_sets_the_connection_aside_without_replaci
     server.resume();
 
     assert!(
-        resumes(&cache, &calls).await,
+        caching_resumes(&cache, &calls).await,
         "caching did not resume after SIGCONT"
     );
     assert_eq!(

@@ -76,8 +76,7 @@ async fn the_prefix_namespaces_every_key() {
     let cache = server.cache_builder().prefix("app:v2").build().unwrap();
     get_user(&cache, &Calls::default(), 7).await;
 
-    let keys: Vec<String> = server.client().keys("*").unwrap();
-    assert_eq!(keys, ["app:v2:user:7"]);
+    assert_eq!(server.keys(), ["app:v2:user:7"]);
 }
 
 #[redis_cached(key = "short:{id}", ttl = 1, cache = cache)]

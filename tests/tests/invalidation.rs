@@ -44,23 +44,19 @@ async fn save_user(cache: &Cache, id: u32, name: &str) -> Result<String, String>
     Ok(format!("user {id} {name}"))
 }
 
-fn exists(server: &RedisServer, key: &str) -> bool {
-    server.client().exists(key).unwrap()
-}
-
 #[tokio::test]
 async fn cache_evict_deletes_the_key_after_a_successful_body_only() {
     let server = RedisServer::start();
     let cache = server.cache();
     let calls = Calls::default();
     get_user(&cache, &calls, 1).await;
-    assert!(exists(&server, "user:1"));
+    assert!(server.exists("user:1"));
 
     rename_user(&cache, 1, true).await.unwrap_err();
-    assert!(exists(&server, "user:1"), "an Err evicts nothing");
+    assert!(server.exists("user:1"), "an Err evicts nothing");
 
     rename_user(&cache, 1, false).await.unwrap();
-    assert!(!exists(&server, "user:1"));
+    assert!(!server.exists("user:1"));
     assert_eq!(
         get_user(&cache, &calls, 1).await,
         "user 1 v2",
@@ -77,9 +73,9 @@ async fn cache_evict_can_evict_before_the_body_and_several_keys() {
         get_user(&cache, &calls, id).await;
     }
     rename_user_evicting_first(&cache, 1).await;
-    assert!(!exists(&server, "user:1"));
+    assert!(!server.exists("user:1"));
     assert_eq!(merge_users(&cache, 2, 3).await, 5);
-    assert!(!exists(&server, "user:2") && !exists(&server, "user:3"));
+    assert!(!server.exists("user:2") && !server.exists("user:3"));
 }
 
 #[tokio::test]
@@ -107,8 +103,8 @@ async fn the_derived_helpers_invalidate_and_refresh_exactly_the_key() {
 
     // Takes only what the key and the cache expression need: no `calls`.
     get_user_invalidate(&cache, 5).await.unwrap();
-    assert!(!exists(&server, "user:5"));
-    assert!(exists(&server, "user:6"), "only its own key");
+    assert!(!server.exists("user:5"));
+    assert!(server.exists("user:6"), "only its own key");
 
     let refreshed = get_user_refresh(&cache, &calls, 6).await;
     assert_eq!(refreshed, "user 6 v3");
@@ -137,7 +133,7 @@ async fn a_tag_evicts_every_entry_stored_with_it() {
     );
 
     assert_eq!(import_users(&cache).await, Ok(2));
-    let keys: Vec<String> = server.client().keys("*").unwrap();
+    let keys = server.keys();
     assert!(
         keys.is_empty(),
         "left behind: {:?}",
@@ -157,9 +153,7 @@ async fn a_prefix_evicts_by_scanning_in_batches() {
     let _: () = server.client().set("user:1", "outside the prefix").unwrap();
 
     assert_eq!(cache.invalidate_prefix("user:").await.unwrap(), 1500);
-    let mut keys: Vec<String> = server.client().keys("*").unwrap();
-    keys.sort();
-    assert_eq!(keys, ["app:#tag:users", "app:other", "user:1"]);
+    assert_eq!(server.keys(), ["app:#tag:users", "app:other", "user:1"]);
 }
 
 #[tokio::test]
@@ -182,14 +176,14 @@ async fn evictions_inside_deferred_wait_for_the_commit_and_vanish_on_rollback() 
     assert!(result.is_err());
     assert_eq!(evictions.len(), 2);
     drop(evictions);
-    assert!(exists(&server, "user:7") && exists(&server, "user:8"));
+    assert!(server.exists("user:7") && server.exists("user:8"));
 
     // "Committed": nothing is evicted until apply.
     let (result, evictions) = deferred(async { rename_user(&cache, 7, false).await }).await;
     result.unwrap();
-    assert!(exists(&server, "user:7"), "not before the commit");
+    assert!(server.exists("user:7"), "not before the commit");
     evictions.apply().await.unwrap();
-    assert!(!exists(&server, "user:7"));
+    assert!(!server.exists("user:7"));
 }
 
 #[derive(Debug)]
@@ -248,8 +242,8 @@ async fn a_failed_eviction_is_counted_retried_and_reported_when_asked() {
         "a failed eviction's entry is never served"
     );
     let evicted = eventually(Duration::from_secs(10), || {
-        let mut client = server.client();
-        async move { !client.exists::<_, bool>("user:9").unwrap() }
+        let gone = !server.exists("user:9");
+        async move { gone }
     })
     .await;
     assert!(evicted.is_some(), "the parked eviction was replayed");
@@ -286,9 +280,9 @@ async fn method_helpers_take_self_when_the_key_or_cache_needs_it() {
         tenant: "acme".into(),
     };
     repo.item(1).await;
-    assert!(exists(&server, "t:acme:item:1"));
+    assert!(server.exists("t:acme:item:1"));
     repo.item_invalidate(1).await.unwrap();
-    assert!(!exists(&server, "t:acme:item:1"));
+    assert!(!server.exists("t:acme:item:1"));
 }
 
 #[redis_cached(key = "racy:{id}", ttl = 60, cache = cache)]
@@ -296,9 +290,11 @@ async fn slow_read(
     cache: Arc<Cache>,
     db: Arc<std::sync::Mutex<String>>,
     gate: Arc<tokio::sync::Semaphore>,
+    has_read: Arc<tokio::sync::Notify>,
     id: u32,
 ) -> String {
     let read = db.lock().unwrap().clone();
+    has_read.notify_one();
     // The write commits and evicts while this read is still running.
     let _permit = gate.acquire().await;
     format!("{id}:{read}")
@@ -315,15 +311,22 @@ async fn a_read_that_started_before_a_write_does_not_store_the_old_value() {
     let cache = Arc::new(server.cache());
     let db = Arc::new(std::sync::Mutex::new("old".to_owned()));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let has_read = Arc::new(tokio::sync::Notify::new());
 
-    let reader = tokio::spawn(slow_read(cache.clone(), db.clone(), gate.clone(), 1));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reader = tokio::spawn(slow_read(
+        cache.clone(),
+        db.clone(),
+        gate.clone(),
+        has_read.clone(),
+        1,
+    ));
+    has_read.notified().await;
     write(cache.clone(), db.clone(), 1, "new").await;
     gate.add_permits(100);
     assert_eq!(reader.await.unwrap(), "1:old", "it read before the write");
 
-    assert!(!exists(&server, "racy:1"), "but did not store what it read");
-    assert_eq!(slow_read(cache, db, gate, 1).await, "1:new");
+    assert!(!server.exists("racy:1"), "but did not store what it read");
+    assert_eq!(slow_read(cache, db, gate, has_read, 1).await, "1:new");
 }
 
 #[redis_cached(key = "racy:{id}", ttl = 60, coalesce = false, cache = cache)]
@@ -331,9 +334,11 @@ async fn slow_uncoalesced_read(
     cache: Arc<Cache>,
     db: Arc<std::sync::Mutex<String>>,
     gate: Arc<tokio::sync::Semaphore>,
+    has_read: Arc<tokio::sync::Notify>,
     id: u32,
 ) -> String {
     let read = db.lock().unwrap().clone();
+    has_read.notify_one();
     let _permit = gate.acquire().await;
     format!("{id}:{read}")
 }
@@ -344,19 +349,24 @@ async fn a_read_without_a_flight_that_started_before_a_write_does_not_store_eith
     let cache = Arc::new(server.cache());
     let db = Arc::new(std::sync::Mutex::new("old".to_owned()));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let has_read = Arc::new(tokio::sync::Notify::new());
 
     let reader = tokio::spawn(slow_uncoalesced_read(
         cache.clone(),
         db.clone(),
         gate.clone(),
+        has_read.clone(),
         1,
     ));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    has_read.notified().await;
     write(cache.clone(), db.clone(), 1, "new").await;
     gate.add_permits(100);
     assert_eq!(reader.await.unwrap(), "1:old");
-    assert!(!exists(&server, "racy:1"), "it did not store what it read");
-    assert_eq!(slow_uncoalesced_read(cache, db, gate, 1).await, "1:new");
+    assert!(!server.exists("racy:1"), "it did not store what it read");
+    assert_eq!(
+        slow_uncoalesced_read(cache, db, gate, has_read, 1).await,
+        "1:new"
+    );
 }
 
 #[tokio::test]

@@ -2,21 +2,14 @@
 //! and shortened by hashing (never truncation) when too long.
 
 use cache_runtime::{Cache, redis_cached};
-use cache_tests::{Calls, RedisServer};
+use cache_tests::{Calls, RedisServer, current_thread_runtime};
 use proptest::prelude::*;
-use redis::Commands;
 
 /// Returns its own arguments: if two argument tuples shared a key, the second
 /// call would return the first call's arguments.
 #[redis_cached(key = "k:{a}:{b}", ttl = 60, cache = cache)]
 async fn echo(cache: &Cache, a: &str, b: &str) -> (String, String) {
     (a.to_owned(), b.to_owned())
-}
-
-fn keys(server: &RedisServer) -> Vec<String> {
-    let mut keys: Vec<String> = server.client().keys("*").unwrap();
-    keys.sort();
-    keys
 }
 
 #[tokio::test]
@@ -26,7 +19,7 @@ async fn values_that_contain_the_delimiter_do_not_collide() {
 
     assert_eq!(echo(&cache, "x:y", "z").await, ("x:y".into(), "z".into()));
     assert_eq!(echo(&cache, "x", "y:z").await, ("x".into(), "y:z".into()));
-    assert_eq!(keys(&server), ["k:x%3Ay:z", "k:x:y%3Az"]);
+    assert_eq!(server.keys(), ["k:x%3Ay:z", "k:x:y%3Az"]);
 }
 
 #[tokio::test]
@@ -42,7 +35,7 @@ async fn special_characters_are_escaped() {
     for (i, a) in tricky.iter().enumerate() {
         assert_eq!(echo(&cache, a, "b").await.0, *a, "hit #{i}");
     }
-    let keys = keys(&server);
+    let keys = server.keys();
     assert_eq!(keys.len(), tricky.len(), "one key per value: {keys:?}");
     for key in &keys {
         assert!(
@@ -75,7 +68,7 @@ async fn every_byte_value_gets_its_own_key() {
         assert_eq!(echo(&cache, &a, "").await.0, a);
     }
     // 128 ASCII characters plus 128 distinct two-byte characters.
-    assert_eq!(keys(&server).len(), 256);
+    assert_eq!(server.keys().len(), 256);
 }
 
 #[redis_cached(key = "long:{a}", ttl = 60, cache = cache)]
@@ -102,7 +95,7 @@ async fn long_keys_are_hashed_not_truncated() {
     long(&cache, &calls, &one).await;
     assert_eq!(calls.get(), 2, "a long key is still a hit");
 
-    let keys = keys(&server);
+    let keys = server.keys();
     assert_eq!(keys.len(), 2);
     for key in keys {
         assert_eq!(key.len(), cache_runtime::defaults::MAX_KEY_LEN);
@@ -123,7 +116,7 @@ async fn huge_and_empty_arguments_work() {
     assert_eq!(echo(&cache, &huge, "").await.0.len(), huge.len());
     assert_eq!(echo(&cache, "", &huge).await.1.len(), huge.len());
     assert_eq!(echo(&cache, "", "").await, (String::new(), String::new()));
-    assert_eq!(keys(&server).len(), 3);
+    assert_eq!(server.keys().len(), 3);
 }
 
 /// For any two different argument tuples, the second call returns its own
@@ -135,10 +128,7 @@ fn different_arguments_never_share_a_key() {
 
     let server = RedisServer::start();
     let cache = server.cache();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = current_thread_runtime();
     let strategy = (".{0,8}", ".{0,8}", "[:%a-b{}*]{0,4}", "[:%a-b{}*]{0,4}");
     let mut runner = TestRunner::new(Config::with_cases(200));
     runner

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cache_runtime::{Cache, redis_cached};
-use cache_tests::{Calls, RedisServer, TestCertificates, eventually};
+use cache_tests::{Calls, RedisServer, TestCertificates, caches, eventually};
 
 #[redis_cached(key = "secure:{id}", ttl = 60, cache = cache)]
 async fn secure(cache: &Cache, calls: &Calls, id: u32) -> u32 {
@@ -13,12 +13,15 @@ async fn secure(cache: &Cache, calls: &Calls, id: u32) -> u32 {
     id
 }
 
-/// Whether the second call of a fresh key is a hit.
-async fn caches(cache: &Cache, calls: &Calls, id: u32) -> bool {
-    let before = calls.get();
-    secure(cache, calls, id).await;
-    secure(cache, calls, id).await;
-    calls.get() == before + 1
+/// The connection error the cache reports, once it has one (within 5 s).
+async fn reported_connect_error(cache: &Cache) -> String {
+    let reported = eventually(Duration::from_secs(5), || {
+        let error = cache.last_connect_error();
+        async move { error.is_some() }
+    })
+    .await;
+    assert!(reported.is_some());
+    cache.last_connect_error().unwrap()
 }
 
 fn tls_server(certificates: &TestCertificates) -> (RedisServer, u16) {
@@ -38,7 +41,7 @@ async fn rediss_with_the_servers_ca_caches() {
         .build()
         .unwrap();
     let calls = Calls::default();
-    assert!(caches(&cache, &calls, 1).await);
+    assert!(caches(&calls, || secure(&cache, &calls, 1)).await);
     assert!(cache.is_connected());
 }
 
@@ -57,13 +60,7 @@ async fn rediss_without_the_ca_fails_open_and_says_why() {
         assert_eq!(secure(&cache, &calls, id).await, id);
     }
     assert_eq!(calls.get(), 3, "every call ran uncached");
-    let reported = eventually(Duration::from_secs(5), || {
-        let error = cache.last_connect_error();
-        async move { error.is_some() }
-    })
-    .await;
-    assert!(reported.is_some());
-    let error = cache.last_connect_error().unwrap().to_lowercase();
+    let error = reported_connect_error(&cache).await.to_lowercase();
     assert!(error.contains("certificate"), "unclear TLS error: {error}");
 }
 
@@ -85,11 +82,8 @@ async fn an_acl_user_with_its_password_caches() {
         .build()
         .unwrap();
     let calls = Calls::default();
-    assert!(caches(&cache, &calls, 1).await);
-    let whoami: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut server.client())
-        .unwrap();
+    assert!(caches(&calls, || secure(&cache, &calls, 1)).await);
+    let whoami = server.client_list();
     assert!(
         whoami.contains("user=app"),
         "connected as the ACL user: {whoami}"
@@ -109,13 +103,7 @@ async fn a_wrong_password_fails_open_says_why_and_never_shows_the_password() {
         assert_eq!(secure(&cache, &calls, id).await, id);
     }
     assert_eq!(calls.get(), 3);
-    let reported = eventually(Duration::from_secs(5), || {
-        let error = cache.last_connect_error();
-        async move { error.is_some() }
-    })
-    .await;
-    assert!(reported.is_some());
-    let error = cache.last_connect_error().unwrap();
+    let error = reported_connect_error(&cache).await;
     assert!(
         error.contains("WRONGPASS") || error.to_lowercase().contains("auth"),
         "unclear authentication error: {error}"
