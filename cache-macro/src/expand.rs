@@ -32,13 +32,12 @@ pub fn attribute(attribute: Attribute, args: TokenStream, item: TokenStream) -> 
         }
     };
     let expanded = Args::parse(attribute, args).and_then(|args| {
-        let cache = args.cache.as_ref();
+        let cache = args.cache.as_ref().map(|cache| &cache.value);
         match attribute {
-            Attribute::Cached => validate::validate(&args, &function)
+            Attribute::Cached => validate::validate(attribute, &args, &function)
                 .map(|plan| expand_cached(&function, &plan, cache)),
-            Attribute::Put => {
-                validate::validate(&args, &function).map(|plan| expand_put(&function, &plan, cache))
-            }
+            Attribute::Put => validate::validate(attribute, &args, &function)
+                .map(|plan| expand_put(&function, &plan, cache)),
             Attribute::Evict => validate::validate_evict(&args, &function)
                 .map(|plan| expand_evict(&function, &plan, cache)),
         }
