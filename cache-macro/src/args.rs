@@ -40,67 +40,26 @@ impl Attribute {
     }
 }
 
-/// Every argument of every attribute. Adding one is a line here, a field in
-/// [`Args`], and its meaning in `validate`. The order is the order of the
-/// "expected …" lists in error messages.
+/// Every argument of every attribute: name, the attributes that take it, and
+/// its kind with the field of [`Args`] it fills. Adding one is a line here, a
+/// field in `Args`, and its meaning in `validate`. The order is the order of
+/// the "expected …" lists in error messages.
+#[rustfmt::skip]
 const ARGUMENTS: &[Argument] = &[
-    Argument {
-        name: "key",
-        on: &[Cached, Put, Evict],
-        // Only eviction takes several keys.
-        kind: Kind::Str(|args| &mut args.keys, &[Evict], "\"user:{id}\""),
-    },
-    Argument {
-        name: "ttl",
-        on: &[Cached, Put],
-        kind: Kind::Seconds(|args| &mut args.ttl, "60"),
-    },
-    Argument {
-        name: "tag",
-        on: &[Cached, Put, Evict],
-        kind: Kind::Str(|args| &mut args.tags, &[Cached, Put, Evict], "\"users\""),
-    },
-    Argument {
-        name: "cache_none",
-        on: &[Cached, Put],
-        kind: Kind::Bool(|args| &mut args.cache_none),
-    },
-    Argument {
-        name: "cache",
-        on: &[Cached, Put, Evict],
-        kind: Kind::Expr(|args| &mut args.cache),
-    },
-    Argument {
-        name: "stale",
-        on: &[Cached],
-        kind: Kind::Seconds(|args| &mut args.stale, "300"),
-    },
-    Argument {
-        name: "lock",
-        on: &[Cached],
-        kind: Kind::Bool(|args| &mut args.lock),
-    },
-    Argument {
-        name: "coalesce",
-        on: &[Cached],
-        kind: Kind::Bool(|args| &mut args.coalesce),
-    },
-    Argument {
-        name: "before",
-        on: &[Evict],
-        kind: Kind::Bool(|args| &mut args.before),
-    },
-    Argument {
-        name: "propagate",
-        on: &[Evict],
-        kind: Kind::Bool(|args| &mut args.propagate),
-    },
-    Argument {
-        name: "local",
-        on: &[Cached],
-        kind: Kind::Bool(|args| &mut args.local),
-    },
+    Argument::new("key",        ALL,             Kind::Str(|args| &mut args.keys, &[Evict], "\"user:{id}\"")),
+    Argument::new("ttl",        &[Cached, Put],  Kind::Seconds(|args| &mut args.ttl, "60")),
+    Argument::new("tag",        ALL,             Kind::Str(|args| &mut args.tags, ALL, "\"users\"")),
+    Argument::new("cache_none", &[Cached, Put],  Kind::Bool(|args| &mut args.cache_none)),
+    Argument::new("cache",      ALL,             Kind::Expr(|args| &mut args.cache)),
+    Argument::new("stale",      &[Cached],       Kind::Seconds(|args| &mut args.stale, "300")),
+    Argument::new("lock",       &[Cached],       Kind::Bool(|args| &mut args.lock)),
+    Argument::new("coalesce",   &[Cached],       Kind::Bool(|args| &mut args.coalesce)),
+    Argument::new("before",     &[Evict],        Kind::Bool(|args| &mut args.before)),
+    Argument::new("propagate",  &[Evict],        Kind::Bool(|args| &mut args.propagate)),
+    Argument::new("local",      &[Cached],       Kind::Bool(|args| &mut args.local)),
 ];
+
+const ALL: &[Attribute] = &[Cached, Put, Evict];
 
 /// One row of [`ARGUMENTS`].
 struct Argument {
@@ -110,16 +69,23 @@ struct Argument {
     kind: Kind,
 }
 
+impl Argument {
+    const fn new(name: &'static str, on: &'static [Attribute], kind: Kind) -> Argument {
+        Argument { name, on, kind }
+    }
+}
+
 /// What an argument's value must be, and the field of [`Args`] it goes to.
 enum Kind {
-    /// A string literal; several only on the attributes listed. The last
-    /// item is an example value for the error message.
+    /// A string literal: the field, the attributes that take it more than
+    /// once (only eviction takes several keys), and an example value for the
+    /// error about a value of another kind.
     Str(
         fn(&mut Args) -> &mut Vec<LitStr>,
         &'static [Attribute],
         &'static str,
     ),
-    /// An integer literal, a number of seconds; with an example value.
+    /// An integer literal, a number of seconds: the field and an example.
     Seconds(fn(&mut Args) -> &mut Option<Given<LitInt>>, &'static str),
     /// `true` or `false`.
     Bool(fn(&mut Args) -> &mut Option<Given<LitBool>>),
@@ -204,7 +170,7 @@ impl Args {
         }
         let name = name.span();
         match argument.kind {
-            Kind::Str(field, repeatable_on, example) => {
+            Kind::Str(field, repeats_on, example) => {
                 let value: LitStr = value(
                     input,
                     &format!(
@@ -213,7 +179,7 @@ impl Args {
                     ),
                 )?;
                 let values = field(self);
-                if !values.is_empty() && !repeatable_on.contains(&attribute) {
+                if !values.is_empty() && !repeats_on.contains(&attribute) {
                     return Err(duplicate(argument.name, name));
                 }
                 values.push(value);
