@@ -1,32 +1,15 @@
-//! The attributes' arguments, `name = value` each:
-//!
-//! - `#[redis_cached]`: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`,
-//!   `lock`, `coalesce`, `local`;
-//! - `#[cache_put]`: `key`, `ttl`, `tag`, `cache_none`, `cache`;
-//! - `#[cache_evict]`: `key` and `tag` (each any number of times), `cache`,
-//!   `before`, `propagate`.
+//! Parses the attributes' `name = value` arguments, as listed in [`ARGUMENTS`].
 //!
 //! Parsed by hand, like tracing-attributes: an unknown, misplaced or repeated
 //! name is an error spanned at that name, and a value of the wrong kind is an
-//! error spanned at the value.
+//! error spanned at the value. What a value means (a `ttl` of zero, a
+//! placeholder naming no parameter) is checked later, by `validate`.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
-use syn::{Expr, LitBool, LitInt, LitStr, Token};
+use syn::{Expr, Ident, LitBool, LitInt, LitStr, Token};
 
-mod kw {
-    syn::custom_keyword!(key);
-    syn::custom_keyword!(ttl);
-    syn::custom_keyword!(tag);
-    syn::custom_keyword!(cache_none);
-    syn::custom_keyword!(cache);
-    syn::custom_keyword!(stale);
-    syn::custom_keyword!(lock);
-    syn::custom_keyword!(coalesce);
-    syn::custom_keyword!(before);
-    syn::custom_keyword!(propagate);
-    syn::custom_keyword!(local);
-}
+use Attribute::{Cached, Evict, Put};
 
 /// Which attribute is being parsed.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,58 +22,104 @@ pub enum Attribute {
 impl Attribute {
     pub fn name(self) -> &'static str {
         match self {
-            Attribute::Cached => "redis_cached",
-            Attribute::Put => "cache_put",
-            Attribute::Evict => "cache_evict",
+            Cached => "redis_cached",
+            Put => "cache_put",
+            Evict => "cache_evict",
         }
     }
 
-    fn arguments(self) -> &'static [&'static str] {
-        match self {
-            Attribute::Cached => &[
-                "key",
-                "ttl",
-                "tag",
-                "cache_none",
-                "cache",
-                "stale",
-                "lock",
-                "coalesce",
-                "local",
-            ],
-            Attribute::Put => &["key", "ttl", "tag", "cache_none", "cache"],
-            Attribute::Evict => &["key", "tag", "cache", "before", "propagate"],
-        }
-    }
-
+    /// "expected `key`, `ttl` … or `local`": the arguments this attribute takes.
     fn expected(self) -> String {
-        let names: Vec<String> = self
-            .arguments()
+        let names: Vec<String> = ARGUMENTS
             .iter()
-            .map(|name| format!("`{name}`"))
+            .filter(|argument| argument.on.contains(&self))
+            .map(|argument| format!("`{}`", argument.name))
             .collect();
         let (last, rest) = names.split_last().expect("every attribute has arguments");
         format!("expected {} or {last}", rest.join(", "))
     }
 }
 
+/// Every argument of every attribute: name, the attributes that take it, and
+/// its kind with the field of [`Args`] it fills. Adding one is a line here, a
+/// field in `Args`, and its meaning in `validate`. The order is the order of
+/// the "expected …" lists in error messages.
+#[rustfmt::skip]
+const ARGUMENTS: &[Argument] = &[
+    Argument::new("key",        ALL,             Kind::Str(|args| &mut args.keys, &[Evict], "\"user:{id}\"")),
+    Argument::new("ttl",        &[Cached, Put],  Kind::Seconds(|args| &mut args.ttl, "60")),
+    Argument::new("tag",        ALL,             Kind::Str(|args| &mut args.tags, ALL, "\"users\"")),
+    Argument::new("cache_none", &[Cached, Put],  Kind::Bool(|args| &mut args.cache_none)),
+    Argument::new("cache",      ALL,             Kind::Expr(|args| &mut args.cache)),
+    Argument::new("stale",      &[Cached],       Kind::Seconds(|args| &mut args.stale, "300")),
+    Argument::new("lock",       &[Cached],       Kind::Bool(|args| &mut args.lock)),
+    Argument::new("coalesce",   &[Cached],       Kind::Bool(|args| &mut args.coalesce)),
+    Argument::new("before",     &[Evict],        Kind::Bool(|args| &mut args.before)),
+    Argument::new("propagate",  &[Evict],        Kind::Bool(|args| &mut args.propagate)),
+    Argument::new("local",      &[Cached],       Kind::Bool(|args| &mut args.local)),
+];
+
+const ALL: &[Attribute] = &[Cached, Put, Evict];
+
+/// One row of [`ARGUMENTS`].
+struct Argument {
+    name: &'static str,
+    /// The attributes that take it; elsewhere it is an error at its name.
+    on: &'static [Attribute],
+    kind: Kind,
+}
+
+impl Argument {
+    const fn new(name: &'static str, on: &'static [Attribute], kind: Kind) -> Argument {
+        Argument { name, on, kind }
+    }
+}
+
+/// What an argument's value must be, and the field of [`Args`] it goes to.
+enum Kind {
+    /// A string literal: the field, the attributes that take it more than
+    /// once (only eviction takes several keys), and an example value for the
+    /// error about a value of another kind.
+    Str(
+        fn(&mut Args) -> &mut Vec<LitStr>,
+        &'static [Attribute],
+        &'static str,
+    ),
+    /// An integer literal, a number of seconds: the field and an example.
+    Seconds(fn(&mut Args) -> &mut Option<Given<LitInt>>, &'static str),
+    /// `true` or `false`.
+    Bool(fn(&mut Args) -> &mut Option<Given<LitBool>>),
+    /// Any expression; syn's own errors say what is wrong with it.
+    Expr(fn(&mut Args) -> &mut Option<Given<Expr>>),
+}
+
+/// An argument given once, with the span of its name: some errors about its
+/// value belong there (`cache_none` on a function not returning `Option`).
+pub struct Given<T> {
+    pub name: Span,
+    pub value: T,
+}
+
+impl Given<LitBool> {
+    pub fn is_true(&self) -> bool {
+        self.value.value
+    }
+}
+
 /// The arguments as written, with their spans; checked by `validate`.
+#[derive(Default)]
 pub struct Args {
-    pub attribute: Attribute,
     pub keys: Vec<LitStr>,
     pub tags: Vec<LitStr>,
-    pub ttl: Option<LitInt>,
-    /// The keyword too, to point at it when the return type is not an `Option`.
-    pub cache_none: Option<(kw::cache_none, LitBool)>,
-    pub cache: Option<Expr>,
-    pub stale: Option<LitInt>,
-    pub lock: Option<LitBool>,
-    pub coalesce: Option<LitBool>,
-    pub before: Option<LitBool>,
-    /// The keyword too, to point at it when the return type is not a `Result`.
-    pub propagate: Option<(kw::propagate, LitBool)>,
-    /// The keyword too: the `Clone` requirement is reported there.
-    pub local: Option<(kw::local, LitBool)>,
+    pub ttl: Option<Given<LitInt>>,
+    pub cache_none: Option<Given<LitBool>>,
+    pub cache: Option<Given<Expr>>,
+    pub stale: Option<Given<LitInt>>,
+    pub lock: Option<Given<LitBool>>,
+    pub coalesce: Option<Given<LitBool>>,
+    pub before: Option<Given<LitBool>>,
+    pub propagate: Option<Given<LitBool>>,
+    pub local: Option<Given<LitBool>>,
 }
 
 impl Args {
@@ -102,22 +131,9 @@ impl Args {
     }
 
     fn parse_in(attribute: Attribute, input: ParseStream) -> syn::Result<Args> {
-        let mut args = Args {
-            attribute,
-            keys: Vec::new(),
-            tags: Vec::new(),
-            ttl: None,
-            cache_none: None,
-            cache: None,
-            stale: None,
-            lock: None,
-            coalesce: None,
-            before: None,
-            propagate: None,
-            local: None,
-        };
+        let mut args = Args::default();
         while !input.is_empty() {
-            args.parse_argument(input)?;
+            args.parse_argument(attribute, input)?;
             if input.is_empty() {
                 break;
             }
@@ -126,109 +142,72 @@ impl Args {
         Ok(args)
     }
 
-    fn parse_argument(&mut self, input: ParseStream) -> syn::Result<()> {
-        let lookahead = input.lookahead1();
-        if lookahead.peek(kw::key) {
-            let name: kw::key = input.parse()?;
-            self.allowed("key", name.span)?;
-            let value: LitStr = value(
-                input,
-                "`key` must be a string literal, as in `key = \"user:{id}\"`",
-            )?;
-            // Only eviction takes several keys.
-            if self.attribute != Attribute::Evict && !self.keys.is_empty() {
-                return Err(duplicate("key", name.span));
-            }
-            self.keys.push(value);
-        } else if lookahead.peek(kw::tag) {
-            let name: kw::tag = input.parse()?;
-            self.allowed("tag", name.span)?;
-            let value: LitStr = value(
-                input,
-                "`tag` must be a string literal, as in `tag = \"users\"`",
-            )?;
-            self.tags.push(value);
-        } else if lookahead.peek(kw::ttl) {
-            let name: kw::ttl = input.parse()?;
-            self.allowed("ttl", name.span)?;
-            let value: LitInt = value(
-                input,
-                "`ttl` must be a whole number of seconds, as in `ttl = 60`",
-            )?;
-            set_once(&mut self.ttl, value, name.span, "ttl")?;
-        } else if lookahead.peek(kw::cache_none) {
-            let name: kw::cache_none = input.parse()?;
-            self.allowed("cache_none", name.span)?;
-            let value: LitBool = value(input, "`cache_none` must be `true` or `false`")?;
-            set_once(&mut self.cache_none, (name, value), name.span, "cache_none")?;
-        } else if lookahead.peek(kw::cache) {
-            let name: kw::cache = input.parse()?;
-            self.allowed("cache", name.span)?;
-            input.parse::<Token![=]>()?;
-            let value: Expr = input.parse()?;
-            set_once(&mut self.cache, value, name.span, "cache")?;
-        } else if lookahead.peek(kw::stale) {
-            let name: kw::stale = input.parse()?;
-            self.allowed("stale", name.span)?;
-            let value: LitInt = value(
-                input,
-                "`stale` must be a whole number of seconds, as in `stale = 300`",
-            )?;
-            set_once(&mut self.stale, value, name.span, "stale")?;
-        } else if lookahead.peek(kw::lock) {
-            let name: kw::lock = input.parse()?;
-            self.allowed("lock", name.span)?;
-            let value: LitBool = value(input, "`lock` must be `true` or `false`")?;
-            set_once(&mut self.lock, value, name.span, "lock")?;
-        } else if lookahead.peek(kw::coalesce) {
-            let name: kw::coalesce = input.parse()?;
-            self.allowed("coalesce", name.span)?;
-            let value: LitBool = value(input, "`coalesce` must be `true` or `false`")?;
-            set_once(&mut self.coalesce, value, name.span, "coalesce")?;
-        } else if lookahead.peek(kw::before) {
-            let name: kw::before = input.parse()?;
-            self.allowed("before", name.span)?;
-            let value: LitBool = value(input, "`before` must be `true` or `false`")?;
-            set_once(&mut self.before, value, name.span, "before")?;
-        } else if lookahead.peek(kw::propagate) {
-            let name: kw::propagate = input.parse()?;
-            self.allowed("propagate", name.span)?;
-            let value: LitBool = value(input, "`propagate` must be `true` or `false`")?;
-            set_once(&mut self.propagate, (name, value), name.span, "propagate")?;
-        } else if lookahead.peek(kw::local) {
-            let name: kw::local = input.parse()?;
-            self.allowed("local", name.span)?;
-            let value: LitBool = value(input, "`local` must be `true` or `false`")?;
-            set_once(&mut self.local, (name, value), name.span, "local")?;
-        } else if input.peek(syn::Ident) {
-            let unknown: syn::Ident = input.parse()?;
+    fn parse_argument(&mut self, attribute: Attribute, input: ParseStream) -> syn::Result<()> {
+        // `Ident` does not accept keywords: `type = …` gets the list of names.
+        if !input.peek(Ident) {
+            let names: Vec<String> = ARGUMENTS
+                .iter()
+                .map(|argument| format!("`{}`", argument.name))
+                .collect();
+            return Err(input.error(format!("expected one of: {}", names.join(", "))));
+        }
+        let name: Ident = input.parse()?;
+        let Some(argument) = ARGUMENTS.iter().find(|argument| name == argument.name) else {
             return Err(syn::Error::new(
-                unknown.span(),
+                name.span(),
+                format!("unknown argument `{name}`: {}", attribute.expected()),
+            ));
+        };
+        if !argument.on.contains(&attribute) {
+            return Err(syn::Error::new(
+                name.span(),
                 format!(
-                    "unknown argument `{unknown}`: {}",
-                    self.attribute.expected()
+                    "`{name}` does not apply to #[{}]: {}",
+                    attribute.name(),
+                    attribute.expected()
                 ),
             ));
-        } else {
-            return Err(lookahead.error());
+        }
+        let name = name.span();
+        match argument.kind {
+            Kind::Str(field, repeats_on, example) => {
+                let value: LitStr = value(
+                    input,
+                    &format!(
+                        "`{}` must be a string literal, as in `{} = {example}`",
+                        argument.name, argument.name
+                    ),
+                )?;
+                let values = field(self);
+                if !values.is_empty() && !repeats_on.contains(&attribute) {
+                    return Err(duplicate(argument.name, name));
+                }
+                values.push(value);
+            }
+            Kind::Seconds(field, example) => {
+                let value = value(
+                    input,
+                    &format!(
+                        "`{}` must be a whole number of seconds, as in `{} = {example}`",
+                        argument.name, argument.name
+                    ),
+                )?;
+                set_once(field(self), Given { name, value }, argument.name)?;
+            }
+            Kind::Bool(field) => {
+                let value = value(
+                    input,
+                    &format!("`{}` must be `true` or `false`", argument.name),
+                )?;
+                set_once(field(self), Given { name, value }, argument.name)?;
+            }
+            Kind::Expr(field) => {
+                input.parse::<Token![=]>()?;
+                let value = input.parse()?;
+                set_once(field(self), Given { name, value }, argument.name)?;
+            }
         }
         Ok(())
-    }
-
-    /// An argument of another attribute (`before` on `#[redis_cached]`) is an
-    /// error at its name.
-    fn allowed(&self, name: &str, span: Span) -> syn::Result<()> {
-        if self.attribute.arguments().contains(&name) {
-            return Ok(());
-        }
-        Err(syn::Error::new(
-            span,
-            format!(
-                "`{name}` does not apply to #[{}]: {}",
-                self.attribute.name(),
-                self.attribute.expected()
-            ),
-        ))
     }
 }
 
@@ -245,10 +224,71 @@ fn duplicate(name: &str, span: Span) -> syn::Error {
     syn::Error::new(span, format!("duplicate `{name}` argument"))
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, name_span: Span, name: &str) -> syn::Result<()> {
+fn set_once<T>(slot: &mut Option<Given<T>>, given: Given<T>, name: &str) -> syn::Result<()> {
     if slot.is_some() {
-        return Err(duplicate(name, name_span));
+        return Err(duplicate(name, given.name));
     }
-    *slot = Some(value);
+    *slot = Some(given);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(attribute: Attribute, tokens: &str) -> String {
+        match Args::parse(attribute, tokens.parse().unwrap()) {
+            Ok(_) => panic!("`{tokens}` parsed"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn each_name_is_one_row() {
+        for (i, argument) in ARGUMENTS.iter().enumerate() {
+            assert!(
+                !argument.on.is_empty(),
+                "`{}` applies nowhere",
+                argument.name
+            );
+            assert!(
+                ARGUMENTS[i + 1..].iter().all(|a| a.name != argument.name),
+                "`{}` is listed twice",
+                argument.name
+            );
+        }
+    }
+
+    #[test]
+    fn several_keys_only_on_evict() {
+        let two = "key = \"a:{x}\", key = \"b:{x}\", tag = \"t\", tag = \"u\"";
+        let args = Args::parse(Evict, two.parse().unwrap()).unwrap();
+        assert_eq!((args.keys.len(), args.tags.len()), (2, 2));
+        assert_eq!(error(Cached, two), "duplicate `key` argument");
+        assert_eq!(error(Put, two), "duplicate `key` argument");
+    }
+
+    #[test]
+    fn lists_what_each_attribute_takes() {
+        assert_eq!(
+            error(Put, "stale = 5"),
+            "`stale` does not apply to #[cache_put]: expected `key`, `ttl`, `tag`, `cache_none` or `cache`"
+        );
+        assert_eq!(
+            error(Evict, "nope = 5"),
+            "unknown argument `nope`: expected `key`, `tag`, `cache`, `before` or `propagate`"
+        );
+        assert_eq!(
+            error(Cached, "type = 5"),
+            "expected one of: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`, `lock`, `coalesce`, `before`, `propagate`, `local`"
+        );
+    }
+
+    #[test]
+    fn reads_flags() {
+        let args = Args::parse(Evict, "propagate = true, before = false".parse().unwrap()).unwrap();
+        assert!(args.propagate.as_ref().is_some_and(Given::is_true));
+        assert!(!args.before.as_ref().unwrap().is_true());
+        assert!(args.local.is_none());
+    }
 }

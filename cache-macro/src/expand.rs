@@ -32,13 +32,12 @@ pub fn attribute(attribute: Attribute, args: TokenStream, item: TokenStream) -> 
         }
     };
     let expanded = Args::parse(attribute, args).and_then(|args| {
-        let cache = args.cache.as_ref();
+        let cache = args.cache.as_ref().map(|cache| &cache.value);
         match attribute {
-            Attribute::Cached => validate::validate(&args, &function)
+            Attribute::Cached => validate::validate(attribute, &args, &function)
                 .map(|plan| expand_cached(&function, &plan, cache)),
-            Attribute::Put => {
-                validate::validate(&args, &function).map(|plan| expand_put(&function, &plan, cache))
-            }
+            Attribute::Put => validate::validate(attribute, &args, &function)
+                .map(|plan| expand_put(&function, &plan, cache)),
             Attribute::Evict => validate::validate_evict(&args, &function)
                 .map(|plan| expand_evict(&function, &plan, cache)),
         }
@@ -474,20 +473,16 @@ fn cache_source(cache: Option<&syn::Expr>) -> TokenStream {
 /// inside the moved block infer as they did in the original function, and
 /// type errors in the body still point at the user's return type (as
 /// tracing does).
+///
+/// The pin is a `return` of a value of the declared type on an edge that is
+/// never taken. Matching on `None` gives that value without a diverging
+/// expression, so nothing is unreachable and no lint needs an `allow`: a
+/// crate may `forbid(unreachable_code)`, which no `allow` can override.
 fn moved_body(return_type: &Type, block: &syn::Block) -> TokenStream {
     let fake_return = quote_spanned! {return_type.span()=>
-        #[allow(
-            unknown_lints,
-            unreachable_code,
-            clippy::diverging_sub_expression,
-            clippy::empty_loop,
-            clippy::let_unit_value,
-            clippy::needless_return,
-            clippy::unreachable
-        )]
-        if false {
-            let __cache_fake_return: #return_type = loop {};
-            return __cache_fake_return;
+        match ::core::option::Option::<#return_type>::None {
+            ::core::option::Option::Some(__cache_fake_return) => return __cache_fake_return,
+            ::core::option::Option::None => {}
         }
     };
     quote! {

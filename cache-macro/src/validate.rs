@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
 
-use crate::args::{Args, Attribute};
+use crate::args::{Args, Attribute, Given};
 use crate::template::{self, Segment, Template};
 
 /// Everything `expand` needs for `#[redis_cached]` and `#[cache_put]`,
@@ -78,10 +78,10 @@ impl Errors {
     }
 }
 
-pub fn validate(args: &Args, function: &ItemFn) -> syn::Result<Plan> {
+pub fn validate(attribute: Attribute, args: &Args, function: &ItemFn) -> syn::Result<Plan> {
     let mut errors = Errors::default();
     let sig = &function.sig;
-    check_async(args.attribute, sig, &mut errors);
+    check_async(attribute, sig, &mut errors);
 
     let return_type = check_return_type(&sig.output, sig.ident.span(), &mut errors);
 
@@ -115,36 +115,37 @@ pub fn validate(args: &Args, function: &ItemFn) -> syn::Result<Plan> {
         .filter_map(|lit| check(lit, &mut errors))
         .collect();
 
-    let ttl_seconds = args.ttl.as_ref().and_then(|lit| {
+    let ttl_seconds = args.ttl.as_ref().and_then(|ttl| {
         seconds(
-            lit,
+            &ttl.value,
             "ttl",
             "entries are never stored without an expiry",
             &mut errors,
         )
     });
-    let stale_seconds = args.stale.as_ref().and_then(|lit| {
+    let stale_seconds = args.stale.as_ref().and_then(|stale| {
         seconds(
-            lit,
+            &stale.value,
             "stale",
             "leave `stale` out to serve no stale values",
             &mut errors,
         )
     });
 
-    let local = match &args.local {
-        Some((keyword, value)) if value.value => Some(keyword.span),
-        _ => None,
-    };
+    let local = args
+        .local
+        .as_ref()
+        .filter(|local| local.is_true())
+        .map(|local| local.name);
 
     let mut shape = return_type.as_ref().map_or(Shape::AnyValue, shape_of);
-    if let Some((keyword, value)) = &args.cache_none {
+    if let Some(cache_none) = &args.cache_none {
         if return_type.is_some() && shape != Shape::SomeValues {
             errors.at(
-                keyword.span,
+                cache_none.name,
                 "`cache_none` only applies to functions returning `Option<T>`",
             );
-        } else if value.value {
+        } else if cache_none.is_true() {
             shape = Shape::OptionValues;
         }
     }
@@ -155,9 +156,9 @@ pub fn validate(args: &Args, function: &ItemFn) -> syn::Result<Plan> {
             tags,
             ttl_seconds,
             stale_seconds,
-            stale_span: args.stale.as_ref().map(syn::LitInt::span),
-            lock: args.lock.as_ref().is_some_and(|lit| lit.value),
-            coalesce: args.coalesce.as_ref().is_none_or(|lit| lit.value),
+            stale_span: args.stale.as_ref().map(|stale| stale.value.span()),
+            lock: args.lock.as_ref().is_some_and(Given::is_true),
+            coalesce: args.coalesce.as_ref().is_none_or(Given::is_true),
             local,
             shape,
             return_type,
@@ -171,7 +172,7 @@ pub fn validate(args: &Args, function: &ItemFn) -> syn::Result<Plan> {
 pub fn validate_evict(args: &Args, function: &ItemFn) -> syn::Result<EvictPlan> {
     let mut errors = Errors::default();
     let sig = &function.sig;
-    check_async(args.attribute, sig, &mut errors);
+    check_async(Attribute::Evict, sig, &mut errors);
     if args.keys.is_empty() && args.tags.is_empty() {
         errors.at(
             Span::call_site(),
@@ -197,14 +198,14 @@ pub fn validate_evict(args: &Args, function: &ItemFn) -> syn::Result<EvictPlan> 
         _ => Shape::AnyValue,
     };
     let propagate = match &args.propagate {
-        Some((keyword, value)) if value.value && success != Shape::OkValues => {
+        Some(propagate) if propagate.is_true() && success != Shape::OkValues => {
             errors.at(
-                keyword.span,
+                propagate.name,
                 "`propagate` returns a failed eviction as the function's error, so the function must return `Result<T, E>` with `E: From<cache_runtime::CacheError>`",
             );
             None
         }
-        Some((keyword, value)) if value.value => Some(keyword.span),
+        Some(propagate) if propagate.is_true() => Some(propagate.name),
         _ => None,
     };
 
@@ -213,7 +214,7 @@ pub fn validate_evict(args: &Args, function: &ItemFn) -> syn::Result<EvictPlan> 
         None => Ok(EvictPlan {
             keys,
             tags,
-            before: args.before.as_ref().is_some_and(|lit| lit.value),
+            before: args.before.as_ref().is_some_and(Given::is_true),
             propagate,
             success,
             return_type,
