@@ -4,13 +4,13 @@
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
-use crate::Cache;
 pub use crate::change::Target;
 pub use crate::keys::KeyBuilder;
 pub use crate::local::{LocalOps, NotLocal, Probe, ViaClone};
 pub use crate::metrics::CallSite;
 pub use crate::observe::{Observe, Outcome};
 pub use crate::shape::{AnyValue, OkValues, OptionValues, Shape, SomeValues, Succeeded};
+use crate::{Cache, CacheError};
 
 /// The process-wide default cache.
 #[inline]
@@ -105,7 +105,7 @@ pub async fn evict_call_propagating<T, E, Fut>(
     body: Fut,
 ) -> Result<T, E>
 where
-    E: From<crate::CacheError>,
+    E: From<CacheError>,
     Fut: Future<Output = Result<T, E>>,
 {
     crate::evict::evict_call_propagating(cache.engine(), site, targets, before, body).await
@@ -118,7 +118,7 @@ pub async fn invalidate(
     cache: &Cache,
     site: &'static CallSite,
     targets: Vec<Target>,
-) -> Result<(), crate::CacheError> {
+) -> Result<(), CacheError> {
     site.register();
     crate::evict::evict(cache.engine(), targets, Some(site), false)
         .await
