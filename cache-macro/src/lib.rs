@@ -5,6 +5,8 @@
 //! The macros are kept thin: they parse (`args`, `template`), validate
 //! (`validate`) and expand (`expand`); all behaviour lives in the runtime.
 
+#![warn(missing_docs)]
+
 mod args;
 mod expand;
 mod template;

@@ -194,8 +194,8 @@ impl Cache {
     /// every other process's local tier is told. Inside
     /// [`deferred`](crate::deferred), the eviction waits for
     /// [`PendingInvalidations::apply`](crate::PendingInvalidations::apply).
-    /// A failure is returned, and retried in the background (lookups skip
-    /// Redis meanwhile).
+    /// A failure is returned, and parked: retried in the background while
+    /// this process's lookups skip Redis, until a retry succeeds.
     pub async fn invalidate(&self, key: &str) -> Result<(), CacheError> {
         let target = Target::Key(self.full_key(key));
         evict(&self.engine, vec![target], None, false)
@@ -214,10 +214,15 @@ impl Cache {
     }
 
     /// Evicts every key that starts with `prefix` (after the cache's own
-    /// prefix), walking the keyspace with `SCAN` in batches of 500, as
-    /// [`Cache::invalidate`] evicts a key. Returns how many keys it evicted;
-    /// inside [`deferred`](crate::deferred), 0, as the eviction waits for
-    /// the commit.
+    /// prefix), walking the keyspace with `SCAN` in batches of 500 (on every
+    /// master of a cluster), as [`Cache::invalidate`] evicts a key. Returns
+    /// how many keys it evicted; inside [`deferred`](crate::deferred), 0, as
+    /// the eviction waits for the commit.
+    ///
+    /// Like every eviction, a walk that fails part-way (a batch past the
+    /// deadline, a user refused `SCAN`) is parked, and lookups skip Redis
+    /// until a retry has walked the keyspace through: on a large keyspace,
+    /// give the cache a deadline that a `SCAN` batch meets.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
         let target = Target::Prefix(self.full_key(prefix));
         match evict(&self.engine, vec![target], None, false).await? {

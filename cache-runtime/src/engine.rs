@@ -1,8 +1,9 @@
 //! The engine: the working parts one cache is made of (its configuration,
 //! store, flights, local tier, announcer and parked evictions), shared by
 //! every handle on the cache and by its background tasks. It holds them and
-//! answers small questions about them; the work is done by the modules that
-//! use them ([`crate::call`], [`crate::evict`], [`crate::lock`]).
+//! does the small jobs that need several of them (announcing a change,
+//! encoding and decoding with logging, starting the local tier); the calls
+//! and evictions are run by [`crate::call`] and [`crate::evict`].
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

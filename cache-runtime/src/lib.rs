@@ -24,8 +24,10 @@
 
 #![warn(missing_docs)]
 
-// The layers, from the bottom up; each module calls only modules below it
-// (ARCHITECTURE.md draws them, and tests/tests/architecture.rs checks it).
+// The layers, from the bottom up, in groups; each module calls only modules
+// in its own group or below (ARCHITECTURE.md draws them, and
+// tests/tests/architecture.rs checks that no two modules import each other
+// in a cycle).
 //
 // Leaves: settings, keys, the stored format, errors, incidents, retries.
 mod builder;

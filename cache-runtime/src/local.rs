@@ -1,7 +1,7 @@
 //! The local tier: an in-process copy of hot entries, kept coherent with
 //! Redis through the invalidation channel. What it guarantees, and how long
 //! a copy can outlive a change when something fails, is documented on
-//! [`LocalTierSettings`](crate::LocalTierSettings).
+//! [`LocalTierSettings`].
 
 use std::any::Any;
 use std::hash::BuildHasher;
@@ -105,7 +105,7 @@ struct Marks {
 }
 
 /// Enough that a write to one key rarely spoils a read of another (a read
-/// spoiled is only a fill skipped: the next call reads Redis again).
+/// spoiled is only a copy not kept: the next call reads Redis again).
 const MARK_STRIPES: usize = 1024;
 
 /// The changes counted when a read started; see [`LocalTier::mark`].

@@ -33,18 +33,17 @@ pub(crate) struct HeldLock {
 
 /// Tries once to take the lock of `full_key` for `lease`.
 pub(crate) async fn try_lock(store: &Arc<Store>, full_key: &str, lease: Duration) -> LockAttempt {
-    let held = HeldLock {
+    let key = lock_key(full_key);
+    let token = random::token();
+    let held = |key, token| HeldLock {
         store: store.clone(),
-        key: lock_key(full_key),
-        token: random::token(),
+        key,
+        token,
         released: false,
     };
-    match store.set_if_absent(&held.key, &held.token, lease).await {
-        Ok(true) => LockAttempt::Acquired(held),
-        Ok(false) => {
-            held.forget();
-            LockAttempt::Busy
-        }
+    match store.set_if_absent(&key, &token, lease).await {
+        Ok(true) => LockAttempt::Acquired(held(key, token)),
+        Ok(false) => LockAttempt::Busy,
         // A server error (OOM…) means the SET did not happen.
         Err(CacheError::Redis(error))
             if matches!(
@@ -52,7 +51,6 @@ pub(crate) async fn try_lock(store: &Arc<Store>, full_key: &str, lease: Duration
                 redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
             ) =>
         {
-            held.forget();
             LockAttempt::Failed
         }
         // A deadline or a dropped connection leaves it unknown whether the
@@ -60,7 +58,7 @@ pub(crate) async fn try_lock(store: &Arc<Store>, full_key: &str, lease: Duration
         // token (in the background, on drop) rather than let it block other
         // processes for a whole lease.
         Err(_) => {
-            drop(held);
+            drop(held(key, token));
             LockAttempt::Failed
         }
     }
@@ -75,11 +73,6 @@ impl HeldLock {
             .delete_if_holds(&self.key, &self.token)
             .await
             .is_ok();
-    }
-
-    /// A lock that was never taken: nothing to release.
-    fn forget(mut self) {
-        self.released = true;
     }
 }
 

@@ -66,49 +66,55 @@ where
     crate::call::cached_call_stale::<S, R, Fut>(cache.engine(), site, key, tags, local_ops, body)
 }
 
+// The wrappers below are plain functions that return the runtime's future:
+// an `async fn` that awaited it would hold the body twice.
+
 /// A `#[cache_put]` call, or a derived `…_refresh` helper.
-pub async fn put_call<S, R, Fut>(
+#[inline]
+pub fn put_call<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
     body: Fut,
-) -> R
+) -> impl Future<Output = R>
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    crate::call::put_call::<S, R, Fut>(cache.engine(), site, key, tags, body).await
+    crate::call::put_call::<S, R, Fut>(cache.engine(), site, key, tags, body)
 }
 
 /// A `#[cache_evict]` call.
-pub async fn evict_call<S, R, Fut>(
+#[inline]
+pub fn evict_call<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     targets: Vec<Target>,
     before: bool,
     body: Fut,
-) -> R
+) -> impl Future<Output = R>
 where
     S: Succeeded<R>,
     Fut: Future<Output = R>,
 {
-    crate::evict::evict_call::<S, R, Fut>(cache.engine(), site, targets, before, body).await
+    crate::evict::evict_call::<S, R, Fut>(cache.engine(), site, targets, before, body)
 }
 
 /// A `#[cache_evict(propagate = true)]` call.
-pub async fn evict_call_propagating<T, E, Fut>(
+#[inline]
+pub fn evict_call_propagating<T, E, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     targets: Vec<Target>,
     before: bool,
     body: Fut,
-) -> Result<T, E>
+) -> impl Future<Output = Result<T, E>>
 where
     E: From<CacheError>,
     Fut: Future<Output = Result<T, E>>,
 {
-    crate::evict::evict_call_propagating(cache.engine(), site, targets, before, body).await
+    crate::evict::evict_call_propagating(cache.engine(), site, targets, before, body)
 }
 
 /// A derived `…_invalidate` helper: evicts the function's key (deferred

@@ -15,8 +15,8 @@
 //!
 //! One lookup phase serves both entry points, parameterised by its
 //! [`HitPolicy`]: [`FreshOnly`] for [`cached_call`], [`StaleAware`] for
-//! [`cached_call_stale`]. One routine, [`lead`], runs the body for a caller
-//! and for a background refresh alike.
+//! [`cached_call_stale`]. One routine, [`run::lead`], shares and stores a
+//! run's result for a caller and for a background refresh alike.
 //!
 //! Nothing here returns a cache error to the caller: a failed lookup runs the
 //! body, a failed store still returns the body's value. Both are counted in

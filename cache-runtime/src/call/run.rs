@@ -1,5 +1,6 @@
-//! The miss path: coalescing with other callers, the lock, leading a run of
-//! the body (for a caller or a background refresh), and the store.
+//! Runs of the body and what they store: the miss path (coalescing with
+//! other callers, the lock, the leader's share and store), background
+//! refreshes of stale entries, and write-through.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -120,7 +121,13 @@ where
             LockWait::GaveUp => {}
         }
     }
-    let (result, stored) = lead::<S, R, Fut>(&run, body, flight, held).await;
+    let result = body.await;
+    let stored = lead(
+        &run,
+        entry_of::<S, R>(run.engine, run.site, &result),
+        flight,
+    )
+    .await;
     if let (Some((tier, ops, since)), Some(stored), Some(value)) =
         (&local, stored, S::storable(&result))
     {
@@ -128,6 +135,9 @@ where
         // returned.
         let ttl = stored.fresh_until.saturating_duration_since(Instant::now());
         tier.insert(&run.key.key, value, ops, ttl, stored.encoded_len, *since);
+    }
+    if let Some(lock) = held {
+        lock.release().await;
     }
     (result, outcome)
 }
@@ -140,21 +150,14 @@ struct Stored {
     encoded_len: usize,
 }
 
-/// Leads one run of the body, for a caller or a background refresh alike:
-/// runs it, encodes what its shape stores, shares that with the flight's
-/// followers and stores it, counts a failed store, and releases the lock.
-async fn lead<S, R, Fut>(
-    run: &Run<'_>,
-    body: Fut,
-    flight: Option<LeaderGuard>,
-    held: Option<HeldLock>,
-) -> (R, Option<Stored>)
-where
-    S: Shape<R>,
-    Fut: Future<Output = R>,
-{
-    let result = body.await;
-    let entry = entry_of::<S, R>(run.engine, run.site, &result);
+/// The leader's part of a run of the body, for a caller and a background
+/// refresh alike: shares the result's entry with the flight's followers,
+/// stores it, and counts a failed store. Returns what was stored.
+///
+/// The caller runs the body, and releases the lock after what it does with
+/// the stored entry: a routine that took the body would hold it in one more
+/// future, which every miss's boxed future would grow by.
+async fn lead(run: &Run<'_>, entry: Entry, flight: Option<LeaderGuard>) -> Option<Stored> {
     let stored = match &entry {
         Entry::Ready {
             bytes, fresh_until, ..
@@ -164,18 +167,14 @@ where
         }),
         _ => None,
     };
-    let stored = match share_and_store(run, entry, flight).await {
+    match share_and_store(run, entry, flight).await {
         StoreOutcome::Failed => {
             run.site.record_error();
             None
         }
         StoreOutcome::Stored => stored,
         StoreOutcome::NotStored => None,
-    };
-    if let Some(lock) = held {
-        lock.release().await;
     }
-    (result, stored)
 }
 
 /// What to store for a result.
@@ -424,11 +423,16 @@ pub(super) fn spawn_refresh<S, R, Fut>(
                 key: &key,
                 redis_failed: false,
             };
-            let (_, stored) = lead::<S, R, Fut>(&run, body, Some(flight), held).await;
-            if stored.is_some() {
+            let result = body.await;
+            let entry = entry_of::<S, R>(&engine, site, &result);
+            drop(result);
+            if lead(&run, entry, Some(flight)).await.is_some() {
                 // Local copies elsewhere end with the old value's freshness
                 // anyway; the message spares them clock skew between hosts.
                 engine.announce(Change::Key(key.key)).await;
+            }
+            if let Some(lock) = held {
+                lock.release().await;
             }
         }
         .instrument(span),
