@@ -260,6 +260,65 @@ async fn a_failed_eviction_is_counted_retried_and_reported_when_asked() {
     assert!(resumed.is_some(), "and lookups resumed");
 }
 
+/// `Cache::delete` and `invalidate_prefix` go through the one eviction
+/// routine too: deferred inside `deferred`, like `#[cache_evict]`.
+#[tokio::test]
+async fn evictions_by_hand_also_wait_inside_deferred() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    let calls = Calls::default();
+    get_user(&cache, &calls, 11).await;
+    let _: () = server.client().set("p:1", "x").unwrap();
+
+    let (evicted, evictions) = deferred(async {
+        (
+            cache.delete("user:11").await.unwrap(),
+            cache.invalidate_prefix("p:").await.unwrap(),
+        )
+    })
+    .await;
+    assert_eq!(evicted, (false, 0), "nothing is evicted before the commit");
+    assert!(server.exists("user:11") && server.exists("p:1"));
+    assert_eq!(evictions.len(), 2);
+
+    evictions.apply().await.unwrap();
+    assert!(!server.exists("user:11") && !server.exists("p:1"));
+    assert!(!cache.delete("user:11").await.unwrap(), "it existed no more");
+}
+
+/// A `Cache::delete` that fails is parked, as every eviction is: its entry
+/// is never served, even when Redis comes back holding it.
+#[tokio::test]
+async fn a_failed_delete_is_parked_and_retried() {
+    let mut server = RedisServer::start();
+    let cache = server
+        .cache_builder()
+        .deadline(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    get_user(&cache, &calls, 12).await;
+    server.kill();
+    assert!(cache.delete("user:12").await.is_err());
+
+    server.restart();
+    let _: () = server
+        .client()
+        .set("user:12", r#"{"v":1,"data":"old"}"#)
+        .unwrap();
+    assert_ne!(
+        get_user(&cache, &calls, 12).await,
+        "old",
+        "a failed delete's entry is never served"
+    );
+    let evicted = eventually(Duration::from_secs(10), || {
+        let gone = !server.exists("user:12");
+        async move { gone }
+    })
+    .await;
+    assert!(evicted.is_some(), "the parked delete was replayed");
+}
+
 struct Repo {
     cache: Arc<Cache>,
     tenant: String,
