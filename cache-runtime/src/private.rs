@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
+use crate::call::{FreshOnly, StaleAware};
 pub use crate::change::Target;
 pub use crate::keys::KeyBuilder;
 pub use crate::local::{LocalOps, NotLocal, Probe, ViaClone};
@@ -44,10 +45,18 @@ where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    crate::call::cached_call::<S, R, Fut>(cache.engine(), site, key, tags, local_ops, body)
+    crate::call::cached_call::<FreshOnly, S, R, Fut>(
+        cache.engine(),
+        site,
+        key,
+        tags,
+        local_ops,
+        body,
+    )
 }
 
-/// A `#[redis_cached(stale = …)]` call.
+/// A `#[redis_cached(stale = …)]` call: a stale hit runs the body in the
+/// background, so the body must be `Send + 'static`.
 #[inline]
 pub fn cached_call_stale<S, R, Fut>(
     cache: &Cache,
@@ -63,7 +72,14 @@ where
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    crate::call::cached_call_stale::<S, R, Fut>(cache.engine(), site, key, tags, local_ops, body)
+    crate::call::cached_call::<StaleAware, S, R, Fut>(
+        cache.engine(),
+        site,
+        key,
+        tags,
+        local_ops,
+        body,
+    )
 }
 
 // The wrappers below are plain functions that return the runtime's future:

@@ -202,6 +202,25 @@ async fn strict_rename(cache: &Cache, id: u32) -> Result<u32, AppError> {
     Ok(id)
 }
 
+/// Restarts Redis holding `key`'s old entry, as after a failover to a
+/// replica, or a restart from a snapshot, that a failed eviction never
+/// reached.
+fn restart_holding_the_old_entry(server: &mut RedisServer, key: &str) {
+    server.restart();
+    let _: () = server.client().set(key, r#"{"v":1,"data":"old"}"#).unwrap();
+}
+
+/// Whether `key` is gone from Redis within 10 s: a parked eviction was
+/// replayed.
+async fn gone_within_10s(server: &RedisServer, key: &str) -> bool {
+    eventually(Duration::from_secs(10), || {
+        let gone = !server.exists(key);
+        async move { gone }
+    })
+    .await
+    .is_some()
+}
+
 #[tokio::test]
 async fn a_failed_eviction_is_counted_retried_and_reported_when_asked() {
     let mut server = RedisServer::start();
@@ -229,24 +248,16 @@ async fn a_failed_eviction_is_counted_retried_and_reported_when_asked() {
     let metrics = cache_runtime::metrics::function("invalidation::rename_user").unwrap();
     assert!(metrics.eviction_errors >= 1);
 
-    // Redis comes back with the old entry (as after a failover to a replica,
-    // or a restart from a snapshot).
-    server.restart();
-    let _: () = server
-        .client()
-        .set("user:9", r#"{"v":1,"data":"old"}"#)
-        .unwrap();
+    restart_holding_the_old_entry(&mut server, "user:9");
     assert_ne!(
         get_user(&cache, &calls, 9).await,
         "old",
         "a failed eviction's entry is never served"
     );
-    let evicted = eventually(Duration::from_secs(10), || {
-        let gone = !server.exists("user:9");
-        async move { gone }
-    })
-    .await;
-    assert!(evicted.is_some(), "the parked eviction was replayed");
+    assert!(
+        gone_within_10s(&server, "user:9").await,
+        "the parked eviction was replayed"
+    );
     // Eventually: the replay runs on the cache's I/O thread, and this
     // runtime's own connection may still be reconnecting, or the replay
     // still sending its invalidation message, when the key is gone.
@@ -283,7 +294,10 @@ async fn evictions_by_hand_also_wait_inside_deferred() {
 
     evictions.apply().await.unwrap();
     assert!(!server.exists("user:11") && !server.exists("p:1"));
-    assert!(!cache.delete("user:11").await.unwrap(), "it existed no more");
+    assert!(
+        !cache.delete("user:11").await.unwrap(),
+        "it existed no more"
+    );
 }
 
 /// A `Cache::delete` that fails is parked, as every eviction is: its entry
@@ -301,22 +315,16 @@ async fn a_failed_delete_is_parked_and_retried() {
     server.kill();
     assert!(cache.delete("user:12").await.is_err());
 
-    server.restart();
-    let _: () = server
-        .client()
-        .set("user:12", r#"{"v":1,"data":"old"}"#)
-        .unwrap();
+    restart_holding_the_old_entry(&mut server, "user:12");
     assert_ne!(
         get_user(&cache, &calls, 12).await,
         "old",
         "a failed delete's entry is never served"
     );
-    let evicted = eventually(Duration::from_secs(10), || {
-        let gone = !server.exists("user:12");
-        async move { gone }
-    })
-    .await;
-    assert!(evicted.is_some(), "the parked delete was replayed");
+    assert!(
+        gone_within_10s(&server, "user:12").await,
+        "the parked delete was replayed"
+    );
 }
 
 struct Repo {

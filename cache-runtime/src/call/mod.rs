@@ -14,8 +14,8 @@
 //! ```
 //!
 //! One lookup phase serves both entry points, parameterised by its
-//! [`HitPolicy`]: [`FreshOnly`] for [`cached_call`], [`StaleAware`] for
-//! [`cached_call_stale`]. One routine, [`run::lead`], shares and stores a
+//! [`HitPolicy`]: [`FreshOnly`] for functions without `stale`, [`StaleAware`]
+//! for those with it. One routine, [`run::lead`], shares and stores a
 //! run's result for a caller and for a background refresh alike.
 //!
 //! Nothing here returns a cache error to the caller: a failed lookup runs the
@@ -123,54 +123,19 @@ where
     }
 }
 
-/// Runs one cached call of a function without `stale`: the lookup, then on
-/// a miss the body and the store.
+/// Runs one cached call: the lookup phase under hit policy `P`, then the
+/// miss path. `key` is the full key (prefix included); `tags`, the full keys
+/// of the tag sets the entry joins when stored.
 ///
-/// `key` is the full key (prefix included); `tags`, the full keys of the tag
-/// sets the entry joins when stored.
-pub(crate) fn cached_call<S, R, Fut>(
-    engine: &Arc<Engine>,
-    site: &'static CallSite,
-    key: String,
-    tags: Vec<String>,
-    local_ops: Option<LocalOps<S::Stored>>,
-    body: Fut,
-) -> Observe<impl Future<Output = (R, Outcome)>>
-where
-    S: Shape<R>,
-    Fut: Future<Output = R>,
-{
-    call::<FreshOnly, S, R, Fut>(engine, site, key, tags, local_ops, body)
-}
-
-/// [`cached_call`] for functions with `stale = …`.
-///
-/// With a local tier, a local copy lives only while its value is fresh: once
-/// it is stale, calls go to Redis, which serves the stale value and starts
-/// the refresh, and the next fresh hit from Redis fills the tier again.
-pub(crate) fn cached_call_stale<S, R, Fut>(
-    engine: &Arc<Engine>,
-    site: &'static CallSite,
-    key: String,
-    tags: Vec<String>,
-    local_ops: Option<LocalOps<S::Stored>>,
-    body: Fut,
-) -> Observe<impl Future<Output = (R, Outcome)>>
-where
-    S: Shape<R>,
-    S::Stored: Send,
-    R: Send + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-{
-    call::<StaleAware, S, R, Fut>(engine, site, key, tags, local_ops, body)
-}
-
-/// The lookup phase, then the miss path.
+/// With `stale` and a local tier, a local copy lives only while its value
+/// is fresh: once it is stale, calls go to Redis, which serves the stale
+/// value and starts the refresh, and the next fresh hit from Redis fills
+/// the tier again.
 ///
 /// Not an `async fn`: one would keep its arguments, the body among them, in
 /// its state beside the `async` block that runs the call, and every call
 /// moves that state a few times. Here the block owns them, once.
-fn call<P, S, R, Fut>(
+pub(crate) fn cached_call<P, S, R, Fut>(
     engine: &Arc<Engine>,
     site: &'static CallSite,
     key: String,
