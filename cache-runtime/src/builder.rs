@@ -4,10 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{Config, ConnectionPlacement, LocalTierSettings, redact_url};
+use crate::config::{Config, ConnectionPlacement, LocalTierSettings};
 use crate::defaults;
 use crate::error::ConfigError;
 use crate::keys::MIN_MAX_KEY_LEN;
+use crate::redact::redact_url;
 
 /// Builds a [`Cache`](crate::Cache).
 ///

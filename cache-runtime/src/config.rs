@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::defaults;
+use crate::redact::redact_url;
 
 /// Everything a [`Cache`](crate::Cache) needs, validated.
 #[derive(Clone)]
@@ -122,19 +123,19 @@ impl Default for LocalTierSettings {
 }
 
 impl LocalTierSettings {
-    /// The defaults: 10 000 entries, 64 MiB, 60 s, a health check every
-    /// second, only `local = true` functions.
+    /// Every setting at its default (see each setter).
     pub fn new() -> Self {
         LocalTierSettings::default()
     }
 
-    /// The most entries kept.
+    /// The most entries kept. Default: [`defaults::LOCAL_MAX_ENTRIES`].
     pub fn max_entries(mut self, entries: u64) -> Self {
         self.max_entries = entries.max(1);
         self
     }
 
     /// The most bytes kept, counted as the entries' encoded sizes.
+    /// Default: [`defaults::LOCAL_MAX_BYTES`].
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes.max(1);
         self
@@ -143,6 +144,7 @@ impl LocalTierSettings {
     /// The longest a local copy is used, even if its Redis entry lives
     /// longer: this also bounds how long a copy outlives a change made to
     /// Redis behind the library's back. At most a year.
+    /// Default: [`defaults::LOCAL_MAX_TTL`].
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
         self.max_ttl = ttl.min(LONGEST_MAX_TTL);
         self
@@ -152,82 +154,23 @@ impl LocalTierSettings {
     /// that does not answer within the connect timeout is dropped, and the
     /// tier emptied, so this plus the connect timeout bounds how long a copy
     /// can outlive a message lost on a silently dead connection.
+    /// Default: [`defaults::LOCAL_HEALTH_CHECK_INTERVAL`].
     pub fn health_check_interval(mut self, interval: Duration) -> Self {
         self.health_check_interval = interval.max(Duration::from_millis(10));
         self
     }
 
     /// Use the local tier for every function whose stored type is `Clone`,
-    /// not only those with `local = true`.
+    /// not only those with `local = true`. Default: `false`.
     pub fn for_all_functions(mut self, all: bool) -> Self {
         self.for_all_functions = all;
         self
     }
 }
 
-/// The password in `url`, if it has one (`redis://user:PASSWORD@…`).
-pub(crate) fn url_password(url: &str) -> Option<&str> {
-    let authority_start = url.find("://")? + 3;
-    let rest = &url[authority_start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let password = match userinfo.find(':') {
-        Some(colon) => &userinfo[colon + 1..],
-        None => userinfo,
-    };
-    (!password.is_empty()).then_some(password)
-}
-
-/// `url` with the password, if any, replaced by `***`: the only form in which
-/// a URL is ever logged, displayed or debug-printed.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not a URL we can take apart: show nothing that could be a secret.
-        return "<unparsable URL>".to_owned();
-    };
-    let authority_start = scheme_end + 3;
-    let authority_end = url[authority_start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| authority_start + i);
-    let authority = &url[authority_start..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let user = match userinfo.find(':') {
-        Some(colon) => &userinfo[..colon],
-        // `redis://secret@host` is read as a password by some clients.
-        None => "",
-    };
-    format!(
-        "{}{user}:***@{}",
-        &url[..authority_start],
-        &url[authority_start + at + 1..]
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(
-            redact_url("redis://app:s3cret@host:6379/2"),
-            "redis://app:***@host:6379/2"
-        );
-        assert_eq!(redact_url("rediss://:s3cret@host"), "rediss://:***@host");
-        assert_eq!(redact_url("redis://s3cret@host"), "redis://:***@host");
-        assert_eq!(redact_url("redis://u:p@ss@host"), "redis://u:***@host");
-        assert_eq!(redact_url("s3cret"), "<unparsable URL>");
-        assert_eq!(url_password("redis://app:s3cret@host/1"), Some("s3cret"));
-        assert_eq!(url_password("redis://s3cret@host"), Some("s3cret"));
-        assert_eq!(url_password("redis://host:6379"), None);
-    }
 
     #[test]
     fn max_ttl_is_capped_rather_than_overflowing() {

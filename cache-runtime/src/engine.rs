@@ -1,9 +1,10 @@
-//! The engine: the working parts one cache is made of (its configuration,
-//! store, flights, local tier, announcer and parked evictions), shared by
-//! every handle on the cache and by its background tasks. It holds them and
-//! does the small jobs that need several of them (announcing a change,
-//! encoding and decoding with logging, starting the local tier); the calls
-//! and evictions are run by [`crate::call`] and [`crate::evict`].
+//! The engine: holds the working parts one cache is made of (its
+//! configuration, store, flights, local tier, announcer and parked
+//! evictions), shared by every handle on the cache and by its background
+//! tasks. Its methods are the small steps that need several parts at once
+//! (announcing a change also drops the local copy; decoding logs what does
+//! not decode); the calls and evictions are run by [`crate::call`] and
+//! [`crate::evict`].
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

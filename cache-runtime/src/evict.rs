@@ -22,19 +22,12 @@
 //! **Prefixes** have no index to use: the keyspace is walked with `SCAN
 //! MATCH <prefix>* COUNT 500` (on every master of a cluster).
 //!
-//! **Failures.** An eviction that fails is logged, counted, and parked (see
-//! [`crate::parked`]): the cache then skips its lookups (calls run their
-//! body, as when Redis is down) while a background task retries the parked
-//! evictions, backing off up to once a second, until they succeed. So this
-//! process never serves an entry whose eviction it failed to apply, even
-//! when Redis comes back holding its old data. With `propagate = true` the
-//! call also retries inline twice (20 ms, 100 ms apart) and returns the
-//! failure as the function's error. Other processes read Redis, which keeps
-//! the old value until a retry succeeds (if none ever does, until its TTL);
-//! their local copies go when the retry's invalidation message arrives. An
-//! invalidation message that may not have gone out is not an eviction
-//! failure: it is owed and sent again on its own (see [`crate::announce`]),
-//! without skipping lookups.
+//! **Failures.** An eviction that fails is logged, counted and parked
+//! ([`crate::parked`]), and retried in the background through
+//! [`crate::retry`]; what that guarantees to callers is documented once, on
+//! the `cache_evict` attribute ("When an eviction fails"). An invalidation
+//! message that may not have gone out is not an eviction failure: it is owed
+//! and sent again on its own ([`crate::announce`]), without skipping lookups.
 
 use std::cell::RefCell;
 use std::fmt;

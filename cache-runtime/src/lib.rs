@@ -41,6 +41,7 @@ mod io;
 mod keys;
 pub mod metrics;
 mod random;
+mod redact;
 mod retry;
 mod shape;
 mod sync;

@@ -6,6 +6,7 @@
 //!
 //! What is counted:
 //! - `hits`: calls answered from Redis without running the body;
+//! - `local_hits`: calls answered from the local tier; not counted in `hits`;
 //! - `stale_hits`: calls answered with a stale value (`stale = …`) while a
 //!   background refresh runs; not counted in `hits`;
 //! - `coalesced`: calls that waited for another caller's run of the body

@@ -13,6 +13,7 @@ use crate::metrics::CallSite;
 
 /// How one cached call ended, as recorded on its span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// A value from the local tier.
     Local,

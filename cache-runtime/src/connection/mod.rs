@@ -45,10 +45,11 @@ use redis::{Cmd, Pipeline, Value};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use crate::config::{Config, ConnectionPlacement, redact_url};
+use crate::config::{Config, ConnectionPlacement};
 use crate::error::CacheError;
 use crate::incident::Incidents;
 use crate::io::{io_runtime, is_io_runtime};
+use crate::redact::{redact_url, url_password};
 use crate::sync::{lock, read, write};
 use lane::{Lane, LaneGuard, Lanes, State};
 use server::{RedisConnection, is_connection_failure, open_server};
@@ -93,7 +94,7 @@ impl Connection {
         })?;
         let shared = Arc::new(Shared {
             redacted_url,
-            password: crate::config::url_password(&config.url).map(str::to_owned),
+            password: url_password(&config.url).map(str::to_owned),
             incidents: Incidents::new(config.log_interval),
             server: Some(server),
             connect_timeout: config.connect_timeout,

@@ -1,6 +1,6 @@
 //! What a connection connects to: the server or cluster a configuration
-//! names (TLS included), one connection attempt to it, and the commands a
-//! connection sends.
+//! names (TLS included), and one connection attempt to it, checked with a
+//! PING. The commands themselves are the store's.
 
 use std::time::Duration;
 
