@@ -30,6 +30,7 @@ impl Announcer {
     }
 
     /// Who this process's messages come from.
+    #[cfg(feature = "local")]
     pub(crate) fn sender(&self) -> &str {
         &self.sender
     }

@@ -223,6 +223,12 @@ impl CacheBuilder {
                 minimum: MIN_MAX_KEY_LEN,
             });
         }
+        require_features(
+            &url,
+            &cluster_urls,
+            self.tls_root_ca.is_some(),
+            self.local_tier.is_some(),
+        )?;
         Ok(Config {
             url,
             key_prefix,
@@ -253,6 +259,41 @@ impl CacheBuilder {
             connection_placement: self.connection_placement,
         })
     }
+}
+
+/// Refuses what needs a cargo feature that is off, rather than quietly
+/// running without it.
+fn require_features(
+    url: &str,
+    cluster_urls: &[String],
+    tls_root_ca: bool,
+    local_tier: bool,
+) -> Result<(), ConfigError> {
+    let off = |feature, needed_for| {
+        Err(ConfigError::FeatureDisabled {
+            feature,
+            needed_for,
+        })
+    };
+    if !cfg!(feature = "cluster") && !cluster_urls.is_empty() {
+        return off(
+            "cluster",
+            "a Redis Cluster (`cluster_urls` or `REDIS_CLUSTER_URLS`)",
+        );
+    }
+    let tls_url = std::iter::once(url)
+        .chain(cluster_urls.iter().map(String::as_str))
+        .any(|url| url.starts_with("rediss://"));
+    if !cfg!(feature = "tls") && tls_url {
+        return off("tls", "a `rediss://` URL");
+    }
+    if !cfg!(feature = "tls") && tls_root_ca {
+        return off("tls", "`tls_root_ca_pem`");
+    }
+    if !cfg!(feature = "local") && local_tier {
+        return off("local", "the local tier (`local_tier`)");
+    }
+    Ok(())
 }
 
 fn validate_prefix(prefix: &str) -> Result<(), ConfigError> {
@@ -295,6 +336,26 @@ mod tests {
             CacheBuilder::default().prefix("a b").into_config(),
             Err(ConfigError::InvalidPrefix { .. })
         ));
+    }
+
+    #[test]
+    fn what_needs_a_feature_that_is_off_is_refused_by_name() {
+        let feature_off = |builder: CacheBuilder| match builder.into_config() {
+            Err(ConfigError::FeatureDisabled { feature, .. }) => Some(feature),
+            _ => None,
+        };
+        let tls = CacheBuilder::default().url("rediss://127.0.0.1:6380");
+        assert_eq!(feature_off(tls), (!cfg!(feature = "tls")).then_some("tls"));
+        let cluster = CacheBuilder::default().cluster_urls(["redis://127.0.0.1:7000"]);
+        assert_eq!(
+            feature_off(cluster),
+            (!cfg!(feature = "cluster")).then_some("cluster")
+        );
+        let local = CacheBuilder::default().local_tier(LocalTierSettings::new());
+        assert_eq!(
+            feature_off(local),
+            (!cfg!(feature = "local")).then_some("local")
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ impl Change {
 
     /// Reads an invalidation message: its sender and its change. A kind
     /// this release does not know covers everything, to be safe.
+    #[cfg(any(test, feature = "local"))]
     pub(crate) fn parse(message: &str) -> Option<(&str, Change)> {
         let mut parts = message.splitn(3, ' ');
         let (Some(kind), Some(sender), text) = (parts.next(), parts.next(), parts.next()) else {

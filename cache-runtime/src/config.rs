@@ -29,6 +29,9 @@ pub(crate) struct Config {
     pub(crate) cluster_urls: Vec<String>,
     /// The local tier, if the builder set one up (else it starts with its
     /// defaults at the first `local = true` call).
+    // Read only by the local tier: without its feature, `build()` refuses
+    // the setting instead.
+    #[cfg_attr(not(feature = "local"), allow(dead_code))]
     pub(crate) local_tier: Option<LocalTierSettings>,
     /// Where connections are driven.
     pub(crate) connection_placement: ConnectionPlacement,

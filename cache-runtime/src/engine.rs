@@ -41,6 +41,7 @@ impl Engine {
     pub(crate) fn new(config: Config) -> Result<Engine, ConfigError> {
         let store = Store::new(&config)?;
         let engine = Engine::with_store(config, store);
+        #[cfg(feature = "local")]
         if engine.config.local_tier.is_some() {
             engine.local_tier();
         }
@@ -70,6 +71,7 @@ impl Engine {
     }
 
     /// The local tier, started on first use.
+    #[cfg(feature = "local")]
     pub(crate) fn local_tier(&self) -> &Arc<LocalTier> {
         self.local.get_or_init(|| {
             LocalTier::start(
@@ -82,9 +84,13 @@ impl Engine {
 
     /// The local tier, if a call of `site` should use it.
     pub(crate) fn local_for(&self, site: &CallSite) -> Option<&Arc<LocalTier>> {
+        #[cfg(feature = "local")]
         if site.options.local {
             return Some(self.local_tier());
         }
+        // Without the `local` feature, `local = true` does not compile.
+        #[cfg(not(feature = "local"))]
+        let _ = site;
         self.local.get().filter(|tier| tier.for_all_functions())
     }
 

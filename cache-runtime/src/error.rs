@@ -35,6 +35,14 @@ pub enum ConfigError {
         /// The smallest length allowed, in bytes.
         minimum: usize,
     },
+    /// The configuration needs a cargo feature of `cache-runtime` that is
+    /// off.
+    FeatureDisabled {
+        /// The feature to turn on.
+        feature: &'static str,
+        /// What needs it.
+        needed_for: &'static str,
+    },
     /// The key prefix contains characters that would make keys ambiguous.
     InvalidPrefix {
         /// The prefix asked for.
@@ -59,6 +67,13 @@ impl fmt::Display for ConfigError {
             ConfigError::MaxKeyLenTooSmall { requested, minimum } => write!(
                 f,
                 "`max_key_len` is {requested} bytes, but a hashed key needs at least {minimum}"
+            ),
+            ConfigError::FeatureDisabled {
+                feature,
+                needed_for,
+            } => write!(
+                f,
+                "{needed_for} needs the `{feature}` feature of cache-runtime: turn it on with `cache-runtime = {{ features = [\"{feature}\"] }}`"
             ),
             ConfigError::InvalidPrefix { prefix, reason } => {
                 write!(f, "invalid key prefix `{prefix}`: {reason}")

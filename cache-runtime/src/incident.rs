@@ -29,6 +29,7 @@ pub(crate) enum Incident {
     /// An invalidation message could not be published.
     Announce = 7,
     /// The local tier's invalidation subscription failed or was lost.
+    #[cfg_attr(not(feature = "local"), allow(dead_code))]
     Subscribe = 8,
 }
 

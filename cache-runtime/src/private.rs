@@ -148,14 +148,25 @@ pub async fn invalidate(
 }
 
 /// Checks, at `local = true`, that the stored type can be kept decoded.
+#[cfg(feature = "local")]
 #[diagnostic::on_unimplemented(
     message = "`local = true` keeps decoded values and hands out clones, so `{Self}` must be `Clone + Send + Sync + 'static`",
     label = "the cached value must be `Clone + Send + Sync + 'static` for the local tier"
 )]
 pub trait LocalValue: Clone + Send + Sync + 'static {}
 
+#[cfg(feature = "local")]
 #[diagnostic::do_not_recommend]
 impl<T: Clone + Send + Sync + 'static> LocalValue for T {}
+
+/// Without the `local` feature nothing implements this, so `local = true`
+/// is a compile error that names the feature.
+#[cfg(not(feature = "local"))]
+#[diagnostic::on_unimplemented(
+    message = "`local = true` needs the `local` feature of cache-runtime",
+    label = "turn it on: `cache-runtime = {{ features = [\"local\"] }}`"
+)]
+pub trait LocalValue {}
 
 #[inline(always)]
 pub fn assert_local<S: Shape<R>, R>()

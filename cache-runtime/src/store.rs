@@ -242,14 +242,15 @@ impl Store {
     /// it unlinked.
     pub(crate) async fn unlink_prefix(&self, full_prefix: &str) -> Result<u64, CacheError> {
         let pattern = format!("{}*", escape_glob(full_prefix));
-        if !self.is_cluster() {
-            return self.scan_and_unlink(&pattern, None).await;
+        #[cfg(feature = "cluster")]
+        if self.is_cluster() {
+            let mut evicted = 0;
+            for (host, port) in self.cluster_masters().await? {
+                evicted += self.scan_and_unlink(&pattern, Some((&host, port))).await?;
+            }
+            return Ok(evicted);
         }
-        let mut evicted = 0;
-        for (host, port) in self.cluster_masters().await? {
-            evicted += self.scan_and_unlink(&pattern, Some((&host, port))).await?;
-        }
-        Ok(evicted)
+        self.scan_and_unlink(&pattern, None).await
     }
 
     /// `SCAN MATCH pattern` in batches, unlinking each batch; on one cluster
@@ -269,8 +270,9 @@ impl Store {
                 .arg("COUNT")
                 .arg(SCAN_BATCH);
             let reply = match node {
+                #[cfg(feature = "cluster")]
                 Some((host, port)) => self.connection.send_to_node(&scan, host, port).await?,
-                None => self.connection.send(&scan).await?,
+                _ => self.connection.send(&scan).await?,
             };
             let (next, keys) = scan_reply(reply)?;
             if !keys.is_empty() {
@@ -285,6 +287,7 @@ impl Store {
     }
 
     /// The masters of the cluster, as `(host, port)`, from `CLUSTER NODES`.
+    #[cfg(feature = "cluster")]
     async fn cluster_masters(&self) -> Result<Vec<(String, u16)>, CacheError> {
         let reply = self
             .connection

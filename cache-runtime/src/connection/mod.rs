@@ -40,7 +40,6 @@ mod supervisor;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, Value};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -52,8 +51,12 @@ use crate::io::{io_runtime, is_io_runtime};
 use crate::redact::{redact_url, url_password};
 use crate::sync::{lock, read, write};
 use lane::{Lane, LaneGuard, Lanes, State};
-use server::{RedisConnection, is_connection_failure, open_server};
-pub(crate) use server::{Shared, is_server_reply, pubsub_client};
+#[cfg(feature = "cluster")]
+use server::RedisConnection;
+pub(crate) use server::Shared;
+use server::{is_connection_failure, open_server};
+#[cfg(feature = "local")]
+pub(crate) use server::{is_server_reply, pubsub_client};
 use supervisor::supervise;
 
 enum Request<'a> {
@@ -345,6 +348,7 @@ impl Connection {
 
     /// Sends `cmd` to one cluster node, within the deadline (for `SCAN`,
     /// which walks one node's keyspace).
+    #[cfg(feature = "cluster")]
     pub(crate) async fn send_to_node(
         &self,
         cmd: &Cmd,
@@ -357,6 +361,7 @@ impl Connection {
             let RedisConnection::Cluster(mut cluster) = connection else {
                 return Err(CacheError::Unavailable);
             };
+            use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
             let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                 host: host.to_owned(),
                 port,

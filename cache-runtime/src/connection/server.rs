@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+#[cfg(feature = "cluster")]
 use redis::cluster::ClusterClient;
+#[cfg(feature = "cluster")]
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, Value};
 
@@ -18,6 +20,7 @@ use crate::incident::Incidents;
 #[derive(Clone)]
 pub(super) enum RedisConnection {
     Single(MultiplexedConnection),
+    #[cfg(feature = "cluster")]
     Cluster(ClusterConnection),
 }
 
@@ -26,9 +29,11 @@ impl RedisConnection {
     /// is an `Err`: redis-rs hands it back as an `Ok` reply, which every
     /// caller would otherwise take for success.
     pub(super) async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        #[cfg(feature = "cluster")]
         use redis::aio::ConnectionLike;
         match self {
             RedisConnection::Single(connection) => connection.send_packed_command(cmd).await,
+            #[cfg(feature = "cluster")]
             RedisConnection::Cluster(connection) => connection.req_packed_command(cmd).await,
         }
         .and_then(Value::extract_error)
@@ -38,6 +43,7 @@ impl RedisConnection {
         &mut self,
         pipeline: &Pipeline,
     ) -> redis::RedisResult<Vec<Value>> {
+        #[cfg(feature = "cluster")]
         use redis::aio::ConnectionLike;
         match self {
             RedisConnection::Single(connection) => {
@@ -45,6 +51,7 @@ impl RedisConnection {
                     .send_packed_commands(pipeline, 0, pipeline.len())
                     .await
             }
+            #[cfg(feature = "cluster")]
             RedisConnection::Cluster(connection) => {
                 connection
                     .req_packed_commands(pipeline, 0, pipeline.len())
@@ -57,6 +64,7 @@ impl RedisConnection {
 /// Where to connect.
 pub(super) enum Server {
     Single(Client, AsyncConnectionConfig),
+    #[cfg(feature = "cluster")]
     Cluster(ClusterClient),
 }
 
@@ -121,6 +129,7 @@ pub(super) async fn connect(
                     .await
                     .map_err(CacheError::Redis)?,
             ),
+            #[cfg(feature = "cluster")]
             Server::Cluster(client) => RedisConnection::Cluster(
                 client
                     .get_async_connection()
@@ -137,6 +146,7 @@ pub(super) async fn connect(
 
 /// A client for the local tier's invalidation subscription: the server, or
 /// the first seed of a cluster (a cluster delivers PUBLISH to every node).
+#[cfg(feature = "local")]
 pub(crate) fn pubsub_client(config: &Config) -> Option<Client> {
     match config.cluster_urls.first() {
         None => open_client(config).ok(),
@@ -144,21 +154,30 @@ pub(crate) fn pubsub_client(config: &Config) -> Option<Client> {
     }
 }
 
-/// What to connect to: a cluster if seed URLs are configured, else one server.
+/// What to connect to: a cluster if seed URLs are configured, else one
+/// server. (A configuration that needs a feature that is off never gets
+/// here: the builder refuses it.)
 pub(super) fn open_server(config: &Config) -> redis::RedisResult<Server> {
-    if config.cluster_urls.is_empty() {
-        let connection_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            // Each call applies its own deadline.
-            .set_response_timeout(None);
-        return Ok(Server::Single(open_client(config)?, connection_config));
+    #[cfg(feature = "cluster")]
+    if !config.cluster_urls.is_empty() {
+        return open_cluster(config);
     }
+    let connection_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        // Each call applies its own deadline.
+        .set_response_timeout(None);
+    Ok(Server::Single(open_client(config)?, connection_config))
+}
+
+#[cfg(feature = "cluster")]
+fn open_cluster(config: &Config) -> redis::RedisResult<Server> {
+    #[cfg(feature = "tls")]
     if config
         .cluster_urls
         .iter()
         .any(|url| url.starts_with("rediss://"))
     {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
     }
     ClusterClient::builder(config.cluster_urls.iter().map(String::as_str))
         .connection_timeout(config.connect_timeout)
@@ -175,21 +194,26 @@ pub(super) fn open_server(config: &Config) -> redis::RedisResult<Server> {
 /// The client for `config.url`. A `rediss://` URL uses rustls, with the
 /// configured root CA if there is one and the system's roots otherwise.
 fn open_client(config: &Config) -> redis::RedisResult<Client> {
-    if !config.url.starts_with("rediss://") {
-        return Client::open(config.url.as_str());
+    #[cfg(feature = "tls")]
+    if config.url.starts_with("rediss://") {
+        install_tls_provider();
+        if let Some(pem) = &config.tls_root_ca {
+            return Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            );
+        }
     }
-    // rustls needs a process-wide crypto provider and panics at the first
-    // TLS connection without one. Install ring's unless the application
-    // already installed one (then this fails, harmlessly).
+    Client::open(config.url.as_str())
+}
+
+/// rustls needs a process-wide crypto provider and panics at the first TLS
+/// connection without one. Installs ring's unless the application already
+/// installed one (then this fails, harmlessly).
+#[cfg(feature = "tls")]
+fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match &config.tls_root_ca {
-        None => Client::open(config.url.as_str()),
-        Some(pem) => Client::build_with_tls(
-            config.url.as_str(),
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            },
-        ),
-    }
 }

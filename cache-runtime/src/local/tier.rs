@@ -1,9 +1,7 @@
-//! The local tier: an in-process copy of hot entries, kept coherent with
-//! Redis through the invalidation channel. What it guarantees, and how long
-//! a copy can outlive a change when something fails, is documented on
-//! [`LocalTierSettings`].
+//! The local tier, with the `local` feature: moka holding decoded values,
+//! the marks that keep a read which crossed a change from being kept, and
+//! the subscription to the invalidation channel.
 
-use std::any::Any;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -12,67 +10,14 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
+use super::LocalOps;
 use crate::change::{Change, channel};
 use crate::config::{Config, LocalTierSettings};
 use crate::incident::{Incident, Incidents};
 
-/// How to put a decoded value in the local tier and take it out, for one
-/// stored type. Built by generated code only where the type is `Clone`.
-pub struct LocalOps<T> {
-    to_any: fn(&T) -> Arc<dyn Any + Send + Sync>,
-    from_any: fn(&(dyn Any + Send + Sync)) -> Option<T>,
-}
-
-impl<T> Clone for LocalOps<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for LocalOps<T> {}
-
-/// Autoref specialization: `(&Probe::<T>::new()).local_ops()` is
-/// `Some(LocalOps)` when `T: Clone + Send + Sync + 'static`, `None` otherwise.
-pub struct Probe<T>(std::marker::PhantomData<T>);
-
-impl<T> Probe<T> {
-    /// A probe for `T`.
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> Self {
-        Probe(std::marker::PhantomData)
-    }
-}
-
-/// The probe's answer for `Clone` types.
-pub trait ViaClone<T> {
-    /// How to keep `T` in the local tier.
-    fn local_ops(&self) -> Option<LocalOps<T>>;
-}
-
-impl<T: Clone + Send + Sync + 'static> ViaClone<T> for Probe<T> {
-    fn local_ops(&self) -> Option<LocalOps<T>> {
-        Some(LocalOps {
-            to_any: |value| Arc::new(value.clone()),
-            from_any: |any| any.downcast_ref::<T>().cloned(),
-        })
-    }
-}
-
-/// The probe's answer for every other type.
-pub trait NotLocal<T> {
-    /// `None`: `T` cannot be kept in the local tier.
-    fn local_ops(&self) -> Option<LocalOps<T>>;
-}
-
-impl<T> NotLocal<T> for &Probe<T> {
-    fn local_ops(&self) -> Option<LocalOps<T>> {
-        None
-    }
-}
-
 #[derive(Clone)]
 struct LocalEntry {
-    value: Arc<dyn Any + Send + Sync>,
+    value: Arc<dyn std::any::Any + Send + Sync>,
     expires_at: Instant,
     weight: u32,
 }
@@ -416,6 +361,7 @@ async fn session(tier: &Weak<LocalTier>, client: &redis::Client, ping_timeout: D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::{Probe, ViaClone};
 
     /// A tier as if subscribed, without Redis: its messages are fed by hand.
     fn subscribed_tier() -> Arc<LocalTier> {
