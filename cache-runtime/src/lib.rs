@@ -22,6 +22,7 @@
 //! See the [`redis_cached`] attribute for its arguments, [`Cache`] and
 //! [`CacheBuilder`] for configuration, and [`metrics`] for the counters.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 // The layers, from the bottom up, in groups; each module calls only modules
