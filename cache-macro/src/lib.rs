@@ -5,6 +5,7 @@
 //! The macros are kept thin: they parse (`args`, `template`), validate
 //! (`validate`) and expand (`expand`); all behaviour lives in the runtime.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod args;

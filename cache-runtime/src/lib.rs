@@ -23,6 +23,7 @@
 //! [`CacheBuilder`] for configuration, and [`metrics`] for the counters.
 
 #![doc = include_str!("../docs/features.md")]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 // The layers, from the bottom up, in groups; each module calls only modules
