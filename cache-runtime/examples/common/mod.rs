@@ -40,6 +40,8 @@ pub async fn timed<F: Future>(label: &str, call: F) -> (F::Output, Option<Outcom
         Some(Outcome::Coalesced) => "COALESCED",
         Some(Outcome::Miss) => "MISS",
         Some(Outcome::Error) => "ERROR (Redis unusable, ran uncached)",
+        // `Outcome` is non-exhaustive: later releases may add outcomes.
+        Some(_) => "OTHER",
         None => "no cached call",
     };
     println!("{label:<40} {outcome_name:<10} {elapsed:>10.2?}");
