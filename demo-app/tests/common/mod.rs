@@ -30,7 +30,8 @@ use demo_app::db::Db;
 use demo_app::model::User;
 use demo_app::repo::Repo;
 use demo_app::routes;
-use demo_app::seed::{self, Progress};
+use demo_app::seed;
+use indicatif::ProgressBar;
 use serde_json::Value;
 use sqlx::mysql::{MySql, MySqlConnectOptions};
 use sqlx::pool::{Pool, PoolOptions};
@@ -104,9 +105,12 @@ impl TestApp {
 
     /// Adds `count` users through the seeding code; returns them all.
     pub async fn seed(&self, count: u64) -> Vec<User> {
-        seed::seed(&self.repo, count, &mut Progress::hidden(count))
+        let progress = ProgressBar::hidden();
+        seed::seed(&self.repo, count, &progress)
             .await
             .expect("seeding works");
+        assert_eq!(progress.position(), count, "the bar counts every row");
+        assert!(progress.is_finished());
         self.repo.db().fetch_all_users().await.expect("the users")
     }
 
