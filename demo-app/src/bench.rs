@@ -179,12 +179,16 @@ async fn measure_http(
     result
 }
 
+/// `Repo::list_users`'s `function` label.
+const LIST_USERS: &str = "demo_app::repo::list_users";
+
 /// How many `list_users` calls the local tier has answered so far.
 fn list_users_local_hits() -> u64 {
-    cache_runtime::metrics::snapshot()
-        .into_iter()
-        .find(|function| function.function.ends_with("::list_users"))
-        .map_or(0, |function| function.local_hits)
+    let hits = crate::metrics::value(
+        "cache_hits_total",
+        &[("function", LIST_USERS), ("tier", "local")],
+    );
+    hits.map_or(0, |hits| hits as u64)
 }
 
 /// One `GET /users` on a new connection, timed from the connect to the last

@@ -7,7 +7,7 @@
 //! - [`routes`]: the handlers, with their `X-Cache` header;
 //! - [`model`]: the data: a user, what a client sends, and the errors;
 //! - [`db`]: the SQL, written once for SQLite, PostgreSQL and MySQL;
-//! - [`metrics`]: the cache's counters as Prometheus text;
+//! - [`metrics`]: the cache's metrics as Prometheus text, through the exporter;
 //! - [`redact`]: credentials hidden from the URLs the app prints;
 //! - [`seed`] and [`mod@bench`]: the `seed` and `bench` commands.
 

@@ -187,6 +187,9 @@ async fn main() -> ExitCode {
     // and status (2 for bad arguments).
     let Cli { command, config } = Cli::parse_args_and_env();
     init_logging(&config.log);
+    // Before the first cached call: each function takes its metric handles
+    // from the recorder installed then.
+    demo_app::metrics::install();
     match run(command.unwrap_or(Command::Serve), config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -215,10 +215,7 @@ async fn healthz(repo: web::Data<Repo>) -> HttpResponse {
 
 /// `GET /metrics`: the cache's counters, in Prometheus' text format.
 async fn metrics(repo: web::Data<Repo>) -> HttpResponse {
-    let text = crate::metrics::render(
-        &cache_runtime::metrics::snapshot(),
-        repo.cache().is_connected(),
-    );
+    let text = crate::metrics::render(repo.cache().is_connected());
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
         .body(text)

@@ -4,6 +4,8 @@
 //! values with every byte, empty and huge strings are in `keys.rs`; entries
 //! of the wrong Redis type and deeply nested JSON in `undecodable.rs`.)
 
+mod support;
+
 use std::collections::HashMap;
 
 use cache_runtime::{Cache, CacheError, redis_cached};
@@ -17,6 +19,7 @@ async fn blob(cache: &Cache, calls: &Calls, len: usize) -> String {
 
 #[tokio::test]
 async fn a_value_over_max_value_size_is_returned_but_not_stored() {
+    support::install();
     let server = RedisServer::start();
     let cache = server.cache_builder().max_value_size(1024).build().unwrap();
     let calls = Calls::default();
@@ -25,7 +28,7 @@ async fn a_value_over_max_value_size_is_returned_but_not_stored() {
     assert_eq!(blob(&cache, &calls, 2000).await.len(), 2000);
     assert_eq!(calls.get(), 2, "recomputed: it was not stored");
     assert!(!server.exists("blob:2000"));
-    let metrics = cache_runtime::metrics::function("bad_input::blob").unwrap();
+    let metrics = support::of("bad_input::blob");
     assert_eq!(metrics.oversized, 2);
 
     blob(&cache, &calls, 10).await;
@@ -50,6 +53,7 @@ async fn pairs(cache: &Cache, calls: &Calls, id: u8) -> HashMap<(u8, u8), u8> {
 
 #[tokio::test]
 async fn a_value_serde_cannot_serialize_is_returned_but_not_stored() {
+    support::install();
     let server = RedisServer::start();
     let cache = server.cache();
     let calls = Calls::default();
@@ -58,7 +62,7 @@ async fn a_value_serde_cannot_serialize_is_returned_but_not_stored() {
     assert_eq!(pairs(&cache, &calls, 1).await[&(1, 1)], 1);
     assert_eq!(calls.get(), 2);
     assert!(!server.exists("pairs:1"));
-    let metrics = cache_runtime::metrics::function("bad_input::pairs").unwrap();
+    let metrics = support::of("bad_input::pairs");
     assert_eq!(metrics.errors, 2, "counted as errors");
     assert!(cache.is_connected(), "the connection is fine");
 }

@@ -9,6 +9,8 @@
 //! without the deadline and the circuit breaker would take many seconds or
 //! forever.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, redis_cached};
@@ -30,6 +32,8 @@ async fn double(cache: &Cache, calls: &Calls, id: u64) -> u64 {
 }
 
 fn fault_cache(url: String) -> Cache {
+    // Before `double`'s first call: it takes its metric handles then.
+    support::install();
     Cache::builder()
         .url(url)
         .deadline(DEADLINE)
@@ -155,6 +159,7 @@ fn connections_received(admin: &mut redis::Connection) -> u64 {
 
 #[tokio::test]
 async fn a_reply_late_for_the_deadline_sets_the_connection_aside_without_replacing_it() {
+    support::install();
     let server = RedisServer::start();
     // A stall longer than the deadline but shorter than the PING that
     // checks the connection may take.
@@ -209,9 +214,7 @@ async fn redis_out_of_memory() {
     }
     assert_eq!(calls.get(), 5, "nothing could be stored");
     assert!(!admin.exists::<_, bool>("fault:7").unwrap());
-    let errors = cache_runtime::metrics::function("faults::double")
-        .expect("counters")
-        .errors;
+    let errors = support::of("faults::double").errors;
     assert!(errors >= 5, "failed stores are counted: {errors}");
     assert!(
         cache.is_connected(),

@@ -2,6 +2,8 @@
 //! derived from each `#[redis_cached]` function, tags, prefixes, failures,
 //! and evictions deferred until a transaction commits.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +48,7 @@ async fn save_user(cache: &Cache, id: u32, name: &str) -> Result<String, String>
 
 #[tokio::test]
 async fn cache_evict_deletes_the_key_after_a_successful_body_only() {
+    support::install();
     let server = RedisServer::start();
     let cache = server.cache();
     let calls = Calls::default();
@@ -95,6 +98,7 @@ async fn cache_put_writes_through() {
 
 #[tokio::test]
 async fn the_derived_helpers_invalidate_and_refresh_exactly_the_key() {
+    support::install();
     let server = RedisServer::start();
     let cache = server.cache();
     let calls = Calls::default();
@@ -158,6 +162,7 @@ async fn a_prefix_evicts_by_scanning_in_batches() {
 
 #[tokio::test]
 async fn evictions_inside_deferred_wait_for_the_commit_and_vanish_on_rollback() {
+    support::install();
     let server = RedisServer::start();
     let cache = server.cache();
     let calls = Calls::default();
@@ -223,6 +228,7 @@ async fn gone_within_10s(server: &RedisServer, key: &str) -> bool {
 
 #[tokio::test]
 async fn a_failed_eviction_is_counted_retried_and_reported_when_asked() {
+    support::install();
     let mut server = RedisServer::start();
     let cache = server
         .cache_builder()
@@ -245,7 +251,7 @@ async fn a_failed_eviction_is_counted_retried_and_reported_when_asked() {
         matches!(error, CacheError::Unavailable | CacheError::Redis(_)),
         "{error}"
     );
-    let metrics = cache_runtime::metrics::function("invalidation::rename_user").unwrap();
+    let metrics = support::of("invalidation::rename_user");
     assert!(metrics.eviction_errors >= 1);
 
     restart_holding_the_old_entry(&mut server, "user:9");
@@ -438,12 +444,12 @@ async fn a_read_without_a_flight_that_started_before_a_write_does_not_store_eith
 
 #[tokio::test]
 async fn derived_helpers_report_their_own_counters() {
+    support::install();
     let server = RedisServer::start();
     let cache = server.cache();
     let calls = Calls::default();
     get_user(&cache, &calls, 77).await;
     get_user_invalidate(&cache, 77).await.unwrap();
-    let metrics = cache_runtime::metrics::function("invalidation::get_user_invalidate")
-        .expect("the helper's counters are listed");
+    let metrics = support::of("invalidation::get_user_invalidate");
     assert!(metrics.evictions >= 1);
 }

@@ -2,6 +2,8 @@
 //! outliving the Redis entry, and dropped in every process when any process
 //! writes or evicts the key (tested with a second process).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ async fn local_cache(server: &RedisServer, tier: LocalTierSettings) -> Cache {
 
 /// `cache`, once its local tier is subscribed.
 async fn subscribed(cache: Cache) -> Cache {
+    // Before `local`'s first call: it takes its metric handles then.
+    support::install();
     let calls = Calls::default();
     assert!(
         comes_to_serve_locally(&cache, &calls, 999_999, Duration::from_secs(5)).await,
@@ -65,7 +69,7 @@ async fn a_second_call_is_served_locally_without_redis() {
     // Through the cache, an eviction reaches the local copy at once.
     local_invalidate(&cache, 1).await.unwrap();
     assert_eq!(outcome_of(&cache, &calls, 1).await, Some(Outcome::Miss));
-    let metrics = cache_runtime::metrics::function("local_tier::local").unwrap();
+    let metrics = support::of("local_tier::local");
     assert!(metrics.local_hits >= 3);
 }
 
@@ -481,6 +485,7 @@ async fn a_prefix_eviction_drops_the_local_copies_under_it_everywhere() {
 /// proves the server answers.
 #[tokio::test]
 async fn a_user_refused_the_channel_still_caches_in_redis() {
+    support::install();
     let server = RedisServer::start();
     let _: () = redis::cmd("ACL")
         .arg(

@@ -1,6 +1,8 @@
 //! Each cached call has a tracing span (function, outcome, duration), each
 //! function has counters, and logs are rate-limited and never show a password.
 
+mod support;
+
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,6 +138,7 @@ async fn counted(cache: &Cache, id: u32) -> u32 {
 #[tokio::test]
 async fn counters_per_function_count_hits_misses_and_errors() {
     capture();
+    support::install();
     let mut server = RedisServer::start();
     let cache = server
         .cache_builder()
@@ -150,14 +153,9 @@ async fn counters_per_function_count_hits_misses_and_errors() {
     server.kill();
     counted(&cache, 1).await;
 
-    let metrics = cache_runtime::metrics::function("observability::counted").unwrap();
+    let metrics = support::of("observability::counted");
     assert_eq!((metrics.hits, metrics.misses, metrics.errors), (2, 2, 1));
-    assert_eq!(metrics.latency.count(), 5);
-    assert!(
-        cache_runtime::metrics::snapshot()
-            .iter()
-            .any(|m| m.function == "observability::counted")
-    );
+    assert_eq!(metrics.durations.len(), 5);
 }
 
 #[redis_cached(key = "tracked:{id}", ttl = 60, cache = cache)]

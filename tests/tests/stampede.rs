@@ -3,6 +3,8 @@
 //! a leader is cancelled or panics; stale values are served while exactly one
 //! refresh runs (`stale = …`).
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -42,6 +44,7 @@ async fn cold_uncoalesced(cache: Arc<Cache>, calls: Arc<Calls>, id: u32) -> u32 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_callers_of_a_cold_key_run_the_body_once() {
+    support::install();
     let server = RedisServer::start();
     let cache = Arc::new(server.cache());
     let calls = Arc::new(Calls::default());
@@ -54,7 +57,7 @@ async fn two_hundred_concurrent_callers_of_a_cold_key_run_the_body_once() {
         assert_eq!(value.unwrap(), 1);
     }
     assert_eq!(calls.get(), 1);
-    let metrics = cache_runtime::metrics::function("stampede::hot").unwrap();
+    let metrics = support::of("stampede::hot");
     assert_eq!((metrics.misses, metrics.coalesced), (200, 199));
 }
 
@@ -332,6 +335,7 @@ async fn versioned(cache: Arc<Cache>, calls: Arc<Calls>, id: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_values_are_served_at_once_while_one_refresh_runs() {
+    support::install();
     let server = RedisServer::start();
     let cache = Arc::new(server.cache_builder().ttl_jitter(0.0).build().unwrap());
     let calls = Arc::new(Calls::default());
@@ -368,7 +372,7 @@ async fn stale_values_are_served_at_once_while_one_refresh_runs() {
     .await;
     assert!(refreshed.is_some(), "the refresh stored a fresh value");
     assert_eq!(calls.get(), 2, "exactly one refresh ran");
-    let metrics = cache_runtime::metrics::function("stampede::versioned").unwrap();
+    let metrics = support::of("stampede::versioned");
     assert_eq!(metrics.refreshes, 1);
     assert!(metrics.stale_hits >= 50);
 }

@@ -75,6 +75,8 @@ impl TestApp {
     }
 
     async fn with_redis_url(backend: Backend, test: &str, redis_url: &str) -> TestApp {
+        // Before any cached call in this binary, as `main` does.
+        demo_app::metrics::install();
         let (db, sqlite_file) = match backend {
             Backend::Sqlite => {
                 let (db, file) = sqlite_db(test).await;

@@ -856,7 +856,7 @@ pub async fn metrics_are_prometheus_text(backend: Backend, test: &str) {
     // The counters are per process, and this binary's tests run in
     // parallel: at least this test's calls are counted.
     let f = r#"function="demo_app::repo::get_user""#;
-    assert!(value(&format!("cache_hits_total{{{f}}}")) >= 1.0);
+    assert!(value(&format!("cache_hits_total{{{f},tier=\"redis\"}}")) >= 1.0);
     assert!(value(&format!("cache_misses_total{{{f}}}")) >= 1.0);
     value(&format!("cache_errors_total{{{f}}}"));
     // Buckets are cumulative: they never decrease, and `+Inf` is the count.
