@@ -9,7 +9,8 @@
 
 #![allow(dead_code, reason = "each test binary reads only some of the counters")]
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -46,9 +47,25 @@ pub struct FunctionMetrics {
     pub durations: Vec<f64>,
 }
 
-/// The metrics labelled `function = function`; zero if it recorded nothing.
+/// One series: its name, and its `function` and `tier` labels.
+type Series = (String, Option<String>, Option<String>);
+
+/// Every value recorded so far. A snapshot drains the recorder (counters
+/// restart at 0, histograms empty), and the tests of a binary take theirs in
+/// parallel: each one adds what it drained here, for all of them.
+static TOTALS: Mutex<BTreeMap<Series, Total>> = Mutex::new(BTreeMap::new());
+
+enum Total {
+    Counter(u64),
+    Samples(Vec<f64>),
+}
+
+/// The metrics labelled `function = function`, counted since [`install`];
+/// zero if it recorded nothing.
 pub fn of(function: &str) -> FunctionMetrics {
-    let mut metrics = FunctionMetrics::default();
+    let mut totals = TOTALS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for (key, _, _, value) in install().snapshot().into_vec() {
         let key = key.key();
         let label = |name: &str| {
@@ -56,10 +73,28 @@ pub fn of(function: &str) -> FunctionMetrics {
                 .find(|label| label.key() == name)
                 .map(|label| label.value().to_owned())
         };
-        if label("function").as_deref() != Some(function) {
+        let series = (key.name().to_owned(), label("function"), label("tier"));
+        match (
+            totals.entry(series).or_insert_with(|| match value {
+                DebugValue::Histogram(_) => Total::Samples(Vec::new()),
+                _ => Total::Counter(0),
+            }),
+            value,
+        ) {
+            (Total::Counter(total), DebugValue::Counter(count)) => *total += count,
+            (Total::Samples(total), DebugValue::Histogram(samples)) => {
+                total.extend(samples.into_iter().map(|s| s.into_inner()));
+            }
+            (_, value) => panic!("{} changed kind: {value:?}", key.name()),
+        }
+    }
+
+    let mut metrics = FunctionMetrics::default();
+    for ((name, of_function, tier), total) in totals.iter() {
+        if of_function.as_deref() != Some(function) {
             continue;
         }
-        let counter = match (key.name(), label("tier").as_deref()) {
+        let counter = match (name.as_str(), tier.as_deref()) {
             ("cache_hits_total", Some("redis")) => &mut metrics.hits,
             ("cache_hits_total", Some("local")) => &mut metrics.local_hits,
             ("cache_hits_total", Some("stale")) => &mut metrics.stale_hits,
@@ -71,17 +106,16 @@ pub fn of(function: &str) -> FunctionMetrics {
             ("cache_eviction_errors_total", None) => &mut metrics.eviction_errors,
             ("cache_oversized_total", None) => &mut metrics.oversized,
             ("cache_call_duration_seconds", None) => {
-                if let DebugValue::Histogram(samples) = value {
-                    metrics.durations = samples.into_iter().map(|s| s.into_inner()).collect();
+                if let Total::Samples(samples) = total {
+                    metrics.durations.clone_from(samples);
                 }
                 continue;
             }
             (name, tier) => panic!("unexpected metric {name} (tier {tier:?})"),
         };
-        let DebugValue::Counter(count) = value else {
-            panic!("{} is not a counter", key.name());
-        };
-        *counter = count;
+        if let Total::Counter(count) = total {
+            *counter = *count;
+        }
     }
     metrics
 }
