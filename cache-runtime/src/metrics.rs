@@ -1,4 +1,4 @@
-//! What each cached function counts, recorded through the [`metrics`](::metrics) facade.
+//! What each cached function counts, recorded through the `metrics` facade.
 //!
 //! The cache records into whatever recorder the application installs
 //! (`metrics-exporter-prometheus`, a StatsD or OpenTelemetry bridge, …); with
