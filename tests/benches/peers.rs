@@ -41,7 +41,8 @@
 //! task and on our I/O thread count too.
 //!
 //! Run: `cargo bench -p cache-tests --bench peers`; append `-- --quick` for a
-//! short run, `-- --allocs` for the allocation table alone,
+//! short run, `-- --recorder` to record through a real `metrics` recorder,
+//! `-- --allocs` for the allocation table alone,
 //! `-- --alloc-sites [large] [miss]` to print the stacks of the allocations
 //! one call makes (a small hit by default), ours and the baselines', or
 //! `-- --profile CASE CALLS [large] [miss] [tasks]` to make only those calls
@@ -911,6 +912,15 @@ fn main() {
         }
     };
 
+    // `--recorder`: the cache records through a real `metrics` recorder (the
+    // Prometheus exporter's, as the demo installs it), installed before the
+    // first cached call; without it, recording is a no-op.
+    if args.iter().any(|a| a == "--recorder") {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no recorder installed yet");
+        println!("recorder: metrics-exporter-prometheus installed (--recorder)");
+    }
     let server = RedisServer::start();
     // `#[concurrent_cached(redis = true)]` reads its server from the
     // environment. Set it before any other thread exists.
