@@ -78,12 +78,15 @@ struct CopyBounds {
     encoded_len: usize,
 }
 
-/// How the lookup phase treats a hit.
-pub(crate) trait HitPolicy<S: Shape<R>, R, Fut> {
+/// How the lookup phase treats a hit: whether an entry is still fresh.
+pub(crate) trait Freshness {
     /// How many more milliseconds an entry that is fresh until
     /// `fresh_until` stays fresh: `None` for always, `Some(0)` for stale.
     fn fresh_for(fresh_until: Option<u64>) -> Option<u64>;
+}
 
+/// How a call treats a stale hit.
+pub(crate) trait HitPolicy<S: Shape<R>, R, Fut>: Freshness {
     /// A stale hit: start the one background refresh of `key`.
     fn refresh(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut);
 }
@@ -92,11 +95,13 @@ pub(crate) trait HitPolicy<S: Shape<R>, R, Fut> {
 /// freshness), so nothing is ever refreshed.
 pub(crate) struct FreshOnly;
 
-impl<S: Shape<R>, R, Fut> HitPolicy<S, R, Fut> for FreshOnly {
+impl Freshness for FreshOnly {
     fn fresh_for(_: Option<u64>) -> Option<u64> {
         None
     }
+}
 
+impl<S: Shape<R>, R, Fut> HitPolicy<S, R, Fut> for FreshOnly {
     fn refresh(_: &Arc<Engine>, _: &'static CallSite, _: EntryKey, _: Fut) {
         debug_assert!(false, "`fresh_for` never reports a stale hit");
     }
@@ -107,6 +112,12 @@ impl<S: Shape<R>, R, Fut> HitPolicy<S, R, Fut> for FreshOnly {
 /// `Send + 'static` here.
 pub(crate) struct StaleAware;
 
+impl Freshness for StaleAware {
+    fn fresh_for(fresh_until: Option<u64>) -> Option<u64> {
+        fresh_until.map(|until| until.saturating_sub(codec::now_millis()))
+    }
+}
+
 impl<S, R, Fut> HitPolicy<S, R, Fut> for StaleAware
 where
     S: Shape<R>,
@@ -114,10 +125,6 @@ where
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    fn fresh_for(fresh_until: Option<u64>) -> Option<u64> {
-        fresh_until.map(|until| until.saturating_sub(codec::now_millis()))
-    }
-
     fn refresh(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut) {
         spawn_refresh::<S, R, Fut>(engine, site, key, body);
     }
@@ -135,6 +142,12 @@ where
 /// Not an `async fn`: one would keep its arguments, the body among them, in
 /// its state beside the `async` block that runs the call, and every call
 /// moves that state a few times. Here the block owns them, once.
+///
+/// The code generic over the body's type `Fut` is compiled once per
+/// annotated function, in the user's crate, and again whenever that crate's
+/// code unit is rebuilt: so it is kept to this block and the miss path's
+/// shell ([`run::miss`]), and everything they call is generic over the
+/// value's type at most ([`look_up`]) or not at all.
 pub(crate) fn cached_call<P, S, R, Fut>(
     engine: &Arc<Engine>,
     site: &'static CallSite,
@@ -153,52 +166,94 @@ where
     let observed = Observed::start(site);
     let started = observed.started;
     let call = async move {
-        if let Some(value) = local_hit(&key, &local, started) {
-            site.record_local_hit();
-            return (S::from_stored(value), Outcome::Local);
-        }
-        let local = mark_read(local, &key);
-        // With a local tier, the lookup also reads what a local copy needs
-        // (the entry's remaining TTL, its encoded size), in the same round
-        // trip. Not in a helper `async fn`, whose frame every call would copy.
-        // Scoped, so that what is only needed on a hit does not take room in
-        // the state kept across the miss path's `.await`.
-        let lookup = {
-            let (lookup, copy_bounds) = match local {
-                Some(_) => lookup_with_ttl::<S::Stored>(engine, &key.key).await,
-                None => (lookup::<S::Stored>(engine, &key.key).await, None),
-            };
-            match lookup {
-                Lookup::Hit(entry) => {
-                    let fresh_for = P::fresh_for(entry.fresh_until);
-                    if fresh_for == Some(0) {
-                        site.record_stale_hit();
-                        P::refresh(engine, site, key, body);
-                        return (S::from_stored(entry.value), Outcome::Stale);
-                    }
-                    // A local copy never outlives the value's freshness.
-                    let copy_bounds = copy_bounds.map(|bounds| CopyBounds {
-                        ttl: fresh_for.map_or(bounds.ttl, |fresh| {
-                            bounds.ttl.min(Duration::from_millis(fresh))
-                        }),
-                        ..bounds
-                    });
-                    keep_local_copy(engine, &key, &local, copy_bounds, &entry.value);
-                    site.record_hit();
-                    return (S::from_stored(entry.value), Outcome::Hit);
+        let (redis_failed, local) =
+            match look_up::<P, S::Stored>(engine, site, &key, local, started).await {
+                Found::Value(value, outcome) => return (S::from_stored(value), outcome),
+                Found::Stale(value) => {
+                    P::refresh(engine, site, key, body);
+                    return (S::from_stored(value), Outcome::Stale);
                 }
-                lookup => lookup,
-            }
-        };
+                Found::Nothing {
+                    redis_failed,
+                    local,
+                } => (redis_failed, local),
+            };
         let run = Run {
             engine,
             site,
             key: &key,
-            redis_failed: matches!(lookup, Lookup::Failed),
+            redis_failed,
         };
         miss_boxed::<S, R, Fut>(run, body, local).await
     };
     Observe::new(call, observed)
+}
+
+/// What the lookup phase found.
+enum Found<'a, T> {
+    /// A value to return, and where it came from (`Local` or `Hit`).
+    Value(T, Outcome),
+    /// A stale value: return it, and refresh it in the background.
+    Stale(T),
+    /// Nothing to return: run the miss path, knowing whether Redis failed
+    /// the lookup, with the local tier the result may be copied into.
+    Nothing {
+        redis_failed: bool,
+        local: LocalRead<'a, T>,
+    },
+}
+
+/// The lookup phase: the local tier, then Redis under freshness `P`.
+/// Counts what it returns a value for.
+async fn look_up<'a, P: Freshness, T: DeserializeOwned>(
+    engine: &'a Engine,
+    site: &'static CallSite,
+    key: &EntryKey,
+    local: LocalUse<'a, T>,
+    started: Instant,
+) -> Found<'a, T> {
+    if let Some(value) = local_hit(key, &local, started) {
+        site.record_local_hit();
+        return Found::Value(value, Outcome::Local);
+    }
+    let local = mark_read(local, key);
+    // With a local tier, the lookup also reads what a local copy needs (the
+    // entry's remaining TTL, its encoded size), in the same round trip. Not
+    // in a helper `async fn`, whose frame every call would copy.
+    let (lookup, copy_bounds) = match local {
+        Some(_) => lookup_with_ttl::<T>(engine, &key.key).await,
+        None => (lookup::<T>(engine, &key.key).await, None),
+    };
+    let entry = match lookup {
+        Lookup::Hit(entry) => entry,
+        Lookup::Miss => {
+            return Found::Nothing {
+                redis_failed: false,
+                local,
+            };
+        }
+        Lookup::Failed => {
+            return Found::Nothing {
+                redis_failed: true,
+                local,
+            };
+        }
+    };
+    let fresh_for = P::fresh_for(entry.fresh_until);
+    if fresh_for == Some(0) {
+        site.record_stale_hit();
+        return Found::Stale(entry.value);
+    }
+    // A local copy never outlives the value's freshness.
+    let copy_bounds = copy_bounds.map(|bounds| CopyBounds {
+        ttl: fresh_for.map_or(bounds.ttl, |fresh| {
+            bounds.ttl.min(Duration::from_millis(fresh))
+        }),
+        ..bounds
+    });
+    keep_local_copy(engine, key, &local, copy_bounds, &entry.value);
+    site.record_hit();
+    Found::Value(entry.value, Outcome::Hit)
 }
 
 /// The lookup: never an error, only what to do next.

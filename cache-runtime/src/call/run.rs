@@ -47,87 +47,36 @@ where
     Box::pin(miss::<S, R, Fut>(run, body, local))
 }
 
-/// After a miss or a failed lookup: coalesce with other callers of the key,
-/// or run the body.
+/// After a miss or a failed lookup: coalesce with other callers of the key
+/// (or, with `lock`, of other processes), or run the body and lead the run.
+///
+/// The shell of the miss path, and the only part of it generic over the
+/// body's type: the steps before the body ([`MissStart`]) and after it
+/// ([`Leader::finish`]) are compiled once, in this crate, and this shell
+/// only decodes what they found (generic over the value's type) and runs
+/// the body.
 async fn miss<S, R, Fut>(run: Run<'_>, body: Fut, local: LocalRead<'_, S::Stored>) -> (R, Outcome)
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    let Run { engine, site, .. } = run;
-    if run.redis_failed {
-        site.record_error();
-    } else {
-        site.record_miss();
-    }
-    let flight = if site.options.coalesce {
-        loop {
-            match engine.flights.join(&run.key.key) {
-                Joined::Leader(guard) => break Some(guard),
-                Joined::Follower(receiver) => match flight::follow(receiver).await {
-                    FlightState::Done(bytes) => match engine.decode::<S::Stored>(&bytes) {
-                        Some(entry) => {
-                            site.record_coalesced();
-                            return (S::from_stored(entry.value), Outcome::Coalesced);
-                        }
-                        None => break None,
-                    },
-                    // The leader's result was not shareable (or it panicked):
-                    // run our own body now rather than queue behind another
-                    // leader.
-                    FlightState::Released => break None,
-                    // The leader was cancelled: take over, or follow whoever did.
-                    FlightState::Abandoned | FlightState::Running => continue,
-                },
-            }
-        }
-    } else {
-        None
-    };
-    run_body::<S, R, Fut>(run, body, flight, local).await
-}
-
-/// The leader's part (or an uncoalesced caller's): with `lock`, first make
-/// sure no other process is already running the body for this key; then
-/// lead the run, and keep a local copy of what it stored.
-async fn run_body<S, R, Fut>(
-    run: Run<'_>,
-    body: Fut,
-    flight: Option<LeaderGuard>,
-    local: LocalRead<'_, S::Stored>,
-) -> (R, Outcome)
-where
-    S: Shape<R>,
-    Fut: Future<Output = R>,
-{
-    let outcome = if run.redis_failed {
-        Outcome::Error
-    } else {
-        Outcome::Miss
-    };
-    let mut held = None;
-    if run.site.options.lock && !run.redis_failed {
-        match wait_for_lock(run.engine, &run.key.key).await {
-            LockWait::Held(lock) => held = Some(lock),
-            LockWait::Entry(bytes) => {
+    let mut start = MissStart::new(&run);
+    let leader = loop {
+        match start.next(&run).await {
+            Step::Found(bytes) => {
                 if let Some(entry) = run.engine.decode::<S::Stored>(&bytes) {
-                    if let Some(flight) = flight {
-                        flight.finish(FlightState::Done(Arc::from(bytes)));
-                    }
+                    start.accept(bytes);
                     run.site.record_coalesced();
                     return (S::from_stored(entry.value), Outcome::Coalesced);
                 }
             }
-            LockWait::GaveUp => {}
+            Step::Lead(leader) => break leader,
         }
-    }
+    };
+    let outcome = leader.outcome;
     let result = body.await;
-    let stored = lead(
-        &run,
-        entry_of::<S, R>(run.engine, run.site, &result),
-        flight,
-    )
-    .await;
+    let entry = entry_of::<S, R>(run.engine, run.site, &result);
+    let stored = leader.finish(&run, entry).await;
     if let (Some((tier, ops, since)), Some(stored), Some(value)) =
         (&local, stored, S::storable(&result))
     {
@@ -136,10 +85,126 @@ where
         let ttl = stored.fresh_until.saturating_duration_since(Instant::now());
         tier.insert(&run.key.key, value, ops, ttl, stored.encoded_len, *since);
     }
-    if let Some(lock) = held {
-        lock.release().await;
-    }
     (result, outcome)
+}
+
+/// The miss path before the body: first coalescing with this process's
+/// other callers of the key (the flight), then, with `lock`, with other
+/// processes. Either may find the entry another caller stored; when it
+/// does not decode, the path goes on as if nothing had been found.
+struct MissStart {
+    stage: Stage,
+    flight: Option<LeaderGuard>,
+}
+
+/// Where [`MissStart`] goes on from.
+#[derive(Clone, Copy)]
+enum Stage {
+    Coalesce,
+    Lock,
+    Body,
+}
+
+/// What a step of [`MissStart`] came to.
+enum Step {
+    /// Another caller's entry: the caller decodes it, and if it does,
+    /// [`MissStart::accept`]s it.
+    Found(Arc<[u8]>),
+    /// This caller runs the body.
+    Lead(Leader),
+}
+
+impl MissStart {
+    /// Counts the miss (or the lookup Redis failed).
+    fn new(run: &Run<'_>) -> MissStart {
+        if run.redis_failed {
+            run.site.record_error();
+        } else {
+            run.site.record_miss();
+        }
+        MissStart {
+            stage: Stage::Coalesce,
+            flight: None,
+        }
+    }
+
+    /// Goes on until an entry is found or the body is to run.
+    async fn next(&mut self, run: &Run<'_>) -> Step {
+        let Run { engine, site, .. } = *run;
+        if let Stage::Coalesce = self.stage {
+            // A follower's entry that does not decode: run our own body now,
+            // rather than queue behind another leader.
+            self.stage = Stage::Lock;
+            if site.options.coalesce {
+                loop {
+                    match engine.flights.join(&run.key.key) {
+                        Joined::Leader(guard) => {
+                            self.flight = Some(guard);
+                            break;
+                        }
+                        Joined::Follower(receiver) => match flight::follow(receiver).await {
+                            FlightState::Done(bytes) => return Step::Found(bytes),
+                            // The leader's result was not shareable (or it
+                            // panicked): run our own body now.
+                            FlightState::Released => break,
+                            // The leader was cancelled: take over, or follow
+                            // whoever did.
+                            FlightState::Abandoned | FlightState::Running => continue,
+                        },
+                    }
+                }
+            }
+        }
+        let mut held = None;
+        if let Stage::Lock = self.stage {
+            // An entry from the lock holder that does not decode: run the
+            // body without the lock.
+            self.stage = Stage::Body;
+            if site.options.lock && !run.redis_failed {
+                match wait_for_lock(engine, &run.key.key).await {
+                    LockWait::Held(lock) => held = Some(lock),
+                    LockWait::Entry(bytes) => return Step::Found(Arc::from(bytes)),
+                    LockWait::GaveUp => {}
+                }
+            }
+        }
+        Step::Lead(Leader {
+            flight: self.flight.take(),
+            held,
+            outcome: if run.redis_failed {
+                Outcome::Error
+            } else {
+                Outcome::Miss
+            },
+        })
+    }
+
+    /// The found entry decoded: the flight this caller leads, if any, shares it.
+    fn accept(self, bytes: Arc<[u8]>) {
+        if let Some(flight) = self.flight {
+            flight.finish(FlightState::Done(bytes));
+        }
+    }
+}
+
+/// A caller that runs the body: its flight, its lock, and what the call
+/// is counted as.
+struct Leader {
+    flight: Option<LeaderGuard>,
+    held: Option<HeldLock>,
+    outcome: Outcome,
+}
+
+impl Leader {
+    /// After the body: shares and stores its entry ([`lead`]), then releases
+    /// the lock. Returns what was stored.
+    async fn finish(self, run: &Run<'_>, entry: Entry) -> Option<Stored> {
+        let stored = lead(run, entry, self.flight).await;
+        if let Some(lock) = self.held {
+            lock.release().await;
+        }
+        stored
+    }
 }
 
 /// An entry that a run stored: until when its value is fresh (`ttl` less
@@ -154,9 +219,8 @@ struct Stored {
 /// refresh alike: shares the result's entry with the flight's followers,
 /// stores it, and counts a failed store. Returns what was stored.
 ///
-/// The caller runs the body, and releases the lock after what it does with
-/// the stored entry: a routine that took the body would hold it in one more
-/// future, which every miss's boxed future would grow by.
+/// The caller runs the body: a routine that took it would be generic over
+/// its type, and compiled once per annotated function.
 async fn lead(run: &Run<'_>, entry: Entry, flight: Option<LeaderGuard>) -> Option<Stored> {
     let stored = match &entry {
         Entry::Ready {
@@ -387,56 +451,83 @@ pub(super) fn spawn_refresh<S, R, Fut>(
     };
     let engine = engine.clone();
     let span = tracing::debug_span!("redis_cached_refresh", function = site.name());
+    // Generic over the body's type, so kept to the body: what comes before
+    // and after it is compiled once.
     runtime.spawn(
         async move {
-            // A caller whose stale read crossed the previous refresh's store
-            // gets here just after that refresh closed its flight: if the
-            // entry is fresh now, there is nothing to refresh. Only an entry
-            // that may be trusted (no eviction parked, none since the flight
-            // began) counts, since the flight's followers get it; and only
-            // its envelope is decoded.
-            if !engine.parked.any()
-                && let Ok(Some(bytes)) = engine.store.get(&key.key).await
-                && !flight.invalidated()
-                && let Ok(entry) = codec::decode::<serde::de::IgnoredAny>(&bytes)
-                && entry
-                    .fresh_until
-                    .is_none_or(|until| codec::now_millis() < until)
-            {
-                flight.finish(FlightState::Done(Arc::from(bytes)));
+            let Some(leader) = start_refresh(&engine, site, &key, flight).await else {
                 return;
-            }
-            let held = if site.options.lock {
-                match try_lock(&engine.store, &key.key, engine.config.lock_lease).await {
-                    LockAttempt::Acquired(lock) => Some(lock),
-                    // Another process refreshes it; or Redis fails, and the
-                    // store would fail too.
-                    LockAttempt::Busy | LockAttempt::Failed => return,
-                }
-            } else {
-                None
-            };
-            site.record_refresh();
-            let run = Run {
-                engine: &engine,
-                site,
-                key: &key,
-                redis_failed: false,
             };
             let result = body.await;
             let entry = entry_of::<S, R>(&engine, site, &result);
             drop(result);
-            if lead(&run, entry, Some(flight)).await.is_some() {
-                // Local copies elsewhere end with the old value's freshness
-                // anyway; the message spares them clock skew between hosts.
-                engine.announce(Change::Key(key.key)).await;
-            }
-            if let Some(lock) = held {
-                lock.release().await;
-            }
+            finish_refresh(&engine, site, key, leader, entry).await;
         }
         .instrument(span),
     );
+}
+
+/// Before a background refresh's body: `None` when there is nothing to do.
+async fn start_refresh(
+    engine: &Engine,
+    site: &'static CallSite,
+    key: &EntryKey,
+    flight: LeaderGuard,
+) -> Option<Leader> {
+    // A caller whose stale read crossed the previous refresh's store gets
+    // here just after that refresh closed its flight: if the entry is fresh
+    // now, there is nothing to refresh. Only an entry that may be trusted
+    // (no eviction parked, none since the flight began) counts, since the
+    // flight's followers get it; and only its envelope is decoded.
+    if !engine.parked.any()
+        && let Ok(Some(bytes)) = engine.store.get(&key.key).await
+        && !flight.invalidated()
+        && let Ok(entry) = codec::decode::<serde::de::IgnoredAny>(&bytes)
+        && entry
+            .fresh_until
+            .is_none_or(|until| codec::now_millis() < until)
+    {
+        flight.finish(FlightState::Done(Arc::from(bytes)));
+        return None;
+    }
+    let held = if site.options.lock {
+        match try_lock(&engine.store, &key.key, engine.config.lock_lease).await {
+            LockAttempt::Acquired(lock) => Some(lock),
+            // Another process refreshes it; or Redis fails, and the store
+            // would fail too.
+            LockAttempt::Busy | LockAttempt::Failed => return None,
+        }
+    } else {
+        None
+    };
+    site.record_refresh();
+    Some(Leader {
+        flight: Some(flight),
+        held,
+        outcome: Outcome::Stale,
+    })
+}
+
+/// After a background refresh's body: stores its entry, and tells other
+/// processes' local tiers.
+async fn finish_refresh(
+    engine: &Arc<Engine>,
+    site: &'static CallSite,
+    key: EntryKey,
+    leader: Leader,
+    entry: Entry,
+) {
+    let run = Run {
+        engine,
+        site,
+        key: &key,
+        redis_failed: false,
+    };
+    if leader.finish(&run, entry).await.is_some() {
+        // Local copies elsewhere end with the old value's freshness anyway;
+        // the message spares them clock skew between hosts.
+        engine.announce(Change::Key(key.key)).await;
+    }
 }
 
 /// Write-through, for `#[cache_put]` and the derived `…_refresh` helpers: runs
@@ -455,15 +546,21 @@ where
 {
     site.register();
     let result = body.await;
+    let entry = entry_of::<S, R>(engine, site, &result);
+    put(engine, site, key, &tags, entry).await;
+    result
+}
+
+/// Stores a write-through's entry, and tells other processes' local tiers.
+async fn put(engine: &Engine, site: &CallSite, key: String, tags: &[String], entry: Entry) {
     if let Entry::Ready {
         bytes, redis_ttl, ..
-    } = entry_of::<S, R>(engine, site, &result)
+    } = entry
     {
-        if store(engine, &key, &bytes, redis_ttl, &tags).await.is_err() {
+        if store(engine, &key, &bytes, redis_ttl, tags).await.is_err() {
             site.record_error();
         }
         // Other processes' local copies hold the value this one replaced.
         engine.announce(Change::Key(key)).await;
     }
-    result
 }
