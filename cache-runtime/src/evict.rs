@@ -39,7 +39,7 @@ use crate::change::{Change, Target};
 use crate::engine::Engine;
 use crate::error::CacheError;
 use crate::incident::Incident;
-use crate::metrics::CallSite;
+use crate::metrics::{CallSite, SiteKind};
 use crate::retry::Round;
 
 const INLINE_RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(20), Duration::from_millis(100)];
@@ -286,7 +286,7 @@ where
     S: crate::shape::Succeeded<R>,
     Fut: Future<Output = R>,
 {
-    site.register();
+    site.register(SiteKind::Evict);
     if before {
         let _ = evict(engine, targets, Some(site), false).await;
         return body.await;
@@ -312,7 +312,7 @@ where
     E: From<CacheError>,
     Fut: Future<Output = Result<T, E>>,
 {
-    site.register();
+    site.register(SiteKind::Evict);
     if before {
         evict(engine, targets, Some(site), true).await?;
         return body.await;

@@ -17,7 +17,11 @@
 //! | histogram | `cache_call_duration_seconds` | `function` | whole-call durations, the body included |
 //!
 //! `function` is the function's path, `crate::module::function`, as in its
-//! keys. [`LATENCY_BUCKETS`] suggests bucket bounds for an exporter that
+//! keys. A function has only the series it can record: a `#[redis_cached]`
+//! function all but the two eviction counters; a `#[cache_put]` function
+//! and a derived `…_refresh` helper `cache_errors_total` and
+//! `cache_oversized_total`; a `#[cache_evict]` function and a derived
+//! `…_invalidate` helper the two eviction counters. [`LATENCY_BUCKETS`] suggests bucket bounds for an exporter that
 //! needs them.
 //!
 //! **Install the recorder before the first cached call.** Each function takes
@@ -66,7 +70,23 @@ pub(crate) struct CallOptions {
     pub(crate) local: bool,
 }
 
-/// One function's handles, taken from the recorder once.
+/// What a site's function does, which decides the metrics it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SiteKind {
+    /// A `#[redis_cached]` function: hits, misses, errors, coalesced calls,
+    /// refreshes, oversized results and durations.
+    Cached,
+    /// A `#[cache_put]` function or a derived `…_refresh` helper: errors
+    /// and oversized results.
+    Put,
+    /// A `#[cache_evict]` function or a derived `…_invalidate` helper:
+    /// evictions and eviction errors.
+    Evict,
+}
+
+/// One function's handles, taken from the recorder once. Those its kind
+/// never records are no-ops, so that a recorder shows no series that could
+/// only ever read 0 (no `cache_hits_total` for an evicting function).
 struct Handles {
     hits: Counter,
     local_hits: Counter,
@@ -82,22 +102,42 @@ struct Handles {
 }
 
 impl Handles {
-    fn new(function: &'static str) -> Handles {
+    fn new(function: &'static str, kind: SiteKind) -> Handles {
         static DESCRIBED: Once = Once::new();
         DESCRIBED.call_once(describe);
-        let hits = |tier: &'static str| counter!("cache_hits_total", "function" => function, "tier" => tier);
+        let cached = kind == SiteKind::Cached;
+        let stores = kind != SiteKind::Evict;
+        let evicts = kind == SiteKind::Evict;
+        let counter_if = |registered: bool, name: &'static str| {
+            if registered {
+                counter!(name, "function" => function)
+            } else {
+                Counter::noop()
+            }
+        };
+        let hits = |tier: &'static str| {
+            if cached {
+                counter!("cache_hits_total", "function" => function, "tier" => tier)
+            } else {
+                Counter::noop()
+            }
+        };
         Handles {
             hits: hits("redis"),
             local_hits: hits("local"),
             stale_hits: hits("stale"),
-            misses: counter!("cache_misses_total", "function" => function),
-            errors: counter!("cache_errors_total", "function" => function),
-            coalesced: counter!("cache_coalesced_total", "function" => function),
-            refreshes: counter!("cache_refreshes_total", "function" => function),
-            evictions: counter!("cache_evictions_total", "function" => function),
-            eviction_errors: counter!("cache_eviction_errors_total", "function" => function),
-            oversized: counter!("cache_oversized_total", "function" => function),
-            duration: histogram!("cache_call_duration_seconds", "function" => function),
+            misses: counter_if(cached, "cache_misses_total"),
+            errors: counter_if(stores, "cache_errors_total"),
+            coalesced: counter_if(cached, "cache_coalesced_total"),
+            refreshes: counter_if(cached, "cache_refreshes_total"),
+            evictions: counter_if(evicts, "cache_evictions_total"),
+            eviction_errors: counter_if(evicts, "cache_eviction_errors_total"),
+            oversized: counter_if(stores, "cache_oversized_total"),
+            duration: if cached {
+                histogram!("cache_call_duration_seconds", "function" => function)
+            } else {
+                Histogram::noop()
+            },
         }
     }
 }
@@ -202,15 +242,19 @@ impl CallSite {
         self.name
     }
 
-    /// Takes this function's handles from the recorder, on its first call.
+    /// Takes this function's handles from the recorder, on its first call:
+    /// those a function of `kind` records. Every entry point registers its
+    /// site before it records anything.
     #[inline]
-    pub(crate) fn register(&'static self) {
-        self.handles();
+    pub(crate) fn register(&'static self, kind: SiteKind) {
+        self.handles.get_or_init(|| Handles::new(self.name, kind));
     }
 
     #[inline]
     fn handles(&self) -> &Handles {
-        self.handles.get_or_init(|| Handles::new(self.name))
+        // Registered by its entry point; a cached function's if not.
+        self.handles
+            .get_or_init(|| Handles::new(self.name, SiteKind::Cached))
     }
 
     pub(crate) fn record_hit(&self) {

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::metrics::CallSite;
+use crate::metrics::{CallSite, SiteKind};
 
 /// How one cached call ended, as recorded on its span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub(crate) struct Observed {
 
 impl Observed {
     pub(crate) fn start(site: &'static CallSite) -> Observed {
-        site.register();
+        site.register(SiteKind::Cached);
         let span = tracing::debug_span!(
             "redis_cached",
             function = site.name(),

@@ -9,6 +9,7 @@ pub use crate::change::Target;
 pub use crate::keys::KeyBuilder;
 pub use crate::local::{LocalOps, NotLocal, Probe, ViaClone};
 pub use crate::metrics::CallSite;
+use crate::metrics::SiteKind;
 pub use crate::observe::{Observe, Outcome};
 pub use crate::shape::{AnyValue, OkValues, OptionValues, Shape, SomeValues, Succeeded};
 use crate::{Cache, CacheError};
@@ -141,7 +142,7 @@ pub async fn invalidate(
     site: &'static CallSite,
     targets: Vec<Target>,
 ) -> Result<(), CacheError> {
-    site.register();
+    site.register(SiteKind::Evict);
     crate::evict::evict(cache.engine(), targets, Some(site), false)
         .await
         .map(drop)

@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::flight::{self, FlightState, Joined, LeaderGuard};
 use crate::incident::Incident;
 use crate::lock::{HeldLock, LockAttempt, try_lock};
-use crate::metrics::CallSite;
+use crate::metrics::{CallSite, SiteKind};
 use crate::observe::Outcome;
 use crate::shape::Shape;
 
@@ -544,7 +544,7 @@ where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    site.register();
+    site.register(SiteKind::Put);
     let result = body.await;
     let entry = entry_of::<S, R>(engine, site, &result);
     put(engine, site, key, &tags, entry).await;
