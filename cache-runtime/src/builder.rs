@@ -39,6 +39,7 @@ pub struct CacheBuilder {
     ttl_jitter: Option<f64>,
     lock_lease: Option<Duration>,
     lock_wait: Option<Duration>,
+    lease: Option<Duration>,
     max_value_size: Option<usize>,
     tls_root_ca: Option<Vec<u8>>,
     cluster_urls: Option<Vec<String>>,
@@ -132,6 +133,14 @@ impl CacheBuilder {
     /// `lock = true` before it runs the body itself. Default: [`defaults::LOCK_WAIT`].
     pub fn lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = Some(wait);
+        self
+    }
+
+    /// How long a miss's lease lives unless extended (every third of it,
+    /// while the body runs): the bound on how long a crashed process keeps
+    /// other callers of its key from storing. Default: [`defaults::LEASE`].
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
         self
     }
 
@@ -252,6 +261,7 @@ impl CacheBuilder {
             },
             lock_lease: positive(self.lock_lease, defaults::LOCK_LEASE, "lock_lease")?,
             lock_wait: positive(self.lock_wait, defaults::LOCK_WAIT, "lock_wait")?,
+            lease: positive(self.lease, defaults::LEASE, "lease")?,
             max_value_size: self.max_value_size.unwrap_or(defaults::MAX_VALUE_SIZE),
             tls_root_ca: self.tls_root_ca,
             cluster_urls,

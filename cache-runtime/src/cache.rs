@@ -145,11 +145,13 @@ impl Cache {
 
     /// Reads the value stored under `key` (see [`Cache::full_key`]).
     ///
-    /// `Ok(None)` when there is no entry, or when the entry no longer decodes
-    /// as `T` (which is logged).
+    /// `Ok(None)` when there is no entry (a miss may be computing it), or
+    /// when the entry no longer decodes as `T` (which is logged).
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CacheError> {
         let bytes = self.engine.store.get(&self.full_key(key)).await?;
-        Ok(bytes.and_then(|bytes| self.engine.decode(&bytes).map(|decoded| decoded.value)))
+        Ok(bytes
+            .filter(|bytes| !crate::codec::is_lease(bytes))
+            .and_then(|bytes| self.engine.decode(&bytes).map(|decoded| decoded.value)))
     }
 
     /// Stores `value` under `key` (see [`Cache::full_key`]) for `ttl`, and

@@ -13,6 +13,17 @@ use serde::{Deserialize, Serialize};
 /// The envelope format this release writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// How a lease's marker starts: what an entry's key holds while a miss runs
+/// the body (see `lease.rs`). A NUL byte never starts JSON, so no envelope
+/// is ever taken for a lease, nor a lease for a corrupt envelope.
+pub(crate) const LEASE_PREFIX: &[u8] = b"\0lease:";
+
+/// Whether `bytes`, read from an entry's key, are a lease's marker: a miss
+/// in progress, not an entry.
+pub(crate) fn is_lease(bytes: &[u8]) -> bool {
+    bytes.starts_with(LEASE_PREFIX)
+}
+
 #[derive(Serialize)]
 struct EnvelopeRef<'a, T: ?Sized> {
     v: u32,

@@ -22,6 +22,7 @@ pub(crate) struct Config {
     pub(crate) ttl_jitter: f64,
     pub(crate) lock_lease: Duration,
     pub(crate) lock_wait: Duration,
+    pub(crate) lease: Duration,
     pub(crate) max_value_size: usize,
     /// PEM root certificates trusted for `rediss://`, instead of the system's.
     pub(crate) tls_root_ca: Option<Vec<u8>>,
@@ -93,6 +94,7 @@ impl fmt::Debug for Config {
             .field("ttl_jitter", &self.ttl_jitter)
             .field("lock_lease", &self.lock_lease)
             .field("lock_wait", &self.lock_wait)
+            .field("lease", &self.lease)
             .field("max_value_size", &self.max_value_size)
             .field("tls_root_ca", &self.tls_root_ca.as_ref().map(|_| "<PEM>"))
             .finish()

@@ -25,6 +25,10 @@ pub const TTL_JITTER: f64 = 0.1;
 /// How long a `lock = true` lock lives unless released: the bound on how long
 /// a crashed holder can keep other processes waiting.
 pub const LOCK_LEASE: Duration = Duration::from_secs(10);
+/// How long a miss's lease lives unless extended: the bound on how long a
+/// crashed process's miss keeps other callers of its key from storing. A
+/// running body's lease is extended every third of this.
+pub const LEASE: Duration = Duration::from_secs(10);
 /// How long a process waits for the lock holder's value before it runs the
 /// body itself.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);

@@ -61,6 +61,7 @@ mod parked;
 // The work: the lock, eviction, and the cached-call state machine.
 mod call;
 mod evict;
+mod lease;
 mod lock;
 mod observe;
 // The public front, and what generated code calls.

@@ -9,7 +9,7 @@
 //! | counter | `cache_hits_total` | `function`, `tier` | calls answered without running the body: `tier="redis"` from Redis, `"local"` from the local tier, `"stale"` with a stale value (`stale = …`) while a background refresh runs |
 //! | counter | `cache_misses_total` | `function` | calls that found no usable entry (absent, expired, or no longer decodable) and ran the body, or waited for another caller's run |
 //! | counter | `cache_errors_total` | `function` | failed Redis operations (unreachable, deadline passed, server error); a call whose lookup failed ran its body and counts here, not as a miss; a miss whose store then failed counts in both |
-//! | counter | `cache_coalesced_total` | `function` | calls that waited for another caller's run of the body (in this process, or in another one holding the `lock`) |
+//! | counter | `cache_coalesced_total` | `function` | calls that waited for another caller's run of the body (in this process, or in another one holding the key's lease or its `lock`) |
 //! | counter | `cache_refreshes_total` | `function` | background refreshes of stale values |
 //! | counter | `cache_evictions_total` | `function` | evictions by a `#[cache_evict]` function or a derived invalidator that succeeded |
 //! | counter | `cache_eviction_errors_total` | `function` | evictions that failed (each one is retried in the background) |

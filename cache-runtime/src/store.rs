@@ -19,6 +19,19 @@ const SCAN_BATCH: usize = 500;
 /// Deletes the lock only if it still holds our token.
 const RELEASE_LOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// Replaces `KEYS[1]` with `ARGV[2]` (expiring in `ARGV[3]` ms) only while it
+/// holds `ARGV[1]`: 1 if it did.
+const REPLACE_IF_HOLDS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 else return 0 end";
+
+/// Sets `KEYS[1]` to the lease marker `ARGV[1]` (expiring in `ARGV[2]` ms)
+/// only while it holds `ARGV[3]`, or is a key of another type (a `GET`
+/// that fails): 1 if it did.
+const LEASE_IF_HOLDS: &str = "local ok, current = pcall(redis.call, 'GET', KEYS[1]) if (not ok) or current == ARGV[3] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 else return 0 end";
+
+/// Extends `KEYS[1]`'s expiry to `ARGV[2]` ms only while it holds `ARGV[1]`:
+/// 1 if it did.
+const EXTEND_IF_HOLDS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+
 /// A cache's Redis: its connection, and the commands sent over it.
 pub(crate) struct Store {
     connection: Connection,
@@ -87,14 +100,23 @@ impl Store {
         })
     }
 
-    /// `GET key` and `PTTL key` in one round trip. `Ok(None)` for no entry,
-    /// or for one of another type.
+    /// `GET key` and `PTTL key` in one round trip. `Ok(None)` for no entry;
+    /// an empty entry for a key of another type, as [`Store::get`] reads it.
     pub(crate) async fn get_with_ttl(&self, key: &str) -> Result<Option<EntryWithTtl>, CacheError> {
         let mut pipeline = redis::pipe();
         pipeline.cmd("GET").arg(key).cmd("PTTL").arg(key);
         let mut replies = self.connection.send_pipeline(&pipeline).await?.into_iter();
-        let (Some(Value::BulkString(bytes)), Some(pttl)) = (replies.next(), replies.next()) else {
-            return Ok(None);
+        let (bytes, pttl) = match (replies.next(), replies.next()) {
+            (Some(Value::BulkString(bytes)), Some(pttl)) => (bytes, pttl),
+            // A key of another type: an entry that does not decode, as for
+            // `get`, which the next store overwrites.
+            (Some(Value::ServerError(error)), _) if error.code() == "WRONGTYPE" => {
+                return Ok(Some(EntryWithTtl {
+                    bytes: Vec::new(),
+                    ttl: None,
+                }));
+            }
+            _ => return Ok(None),
         };
         let ttl = match pttl {
             Value::Int(ms) if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
@@ -131,26 +153,16 @@ impl Store {
             return self.set(key, bytes, ttl).await;
         }
         let ttl_ms = ttl_millis(ttl);
-        let tag_commands = |pipeline: &mut redis::Pipeline, tag: &str| {
-            pipeline.cmd("SADD").arg(tag).arg(key);
-            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("NX");
-            pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("GT");
-        };
         if self.is_cluster() {
             // The entry and each tag set live in their own slots, and a
             // cluster pipeline must stay within one: one round trip each.
             self.set(key, bytes, ttl).await?;
-            for tag in tags {
-                let mut pipeline = redis::pipe();
-                tag_commands(&mut pipeline, tag);
-                self.send_checked_pipeline(&pipeline).await?;
-            }
-            return Ok(());
+            return self.join_tag_sets(key, ttl, tags).await;
         }
         let mut pipeline = redis::pipe();
         pipeline.add_command(set_command(key, bytes, ttl_ms));
         for tag in tags {
-            tag_commands(&mut pipeline, tag);
+            tag_commands(&mut pipeline, key, tag, ttl_ms);
         }
         self.send_checked_pipeline(&pipeline).await
     }
@@ -206,8 +218,135 @@ impl Store {
         Ok(matches!(self.connection.send(&cmd).await?, Value::Okay))
     }
 
+    /// Takes a lease on an absent entry, `SET key marker NX PX lease`, or,
+    /// with `replaces`, on an entry that still holds those bytes (one
+    /// script); and adds the key to its tag sets as [`Store::set_tagged`]
+    /// does, so that a tag's eviction removes the lease too. `Ok(true)` if
+    /// the lease was taken; `Ok(false)` if the key holds something else
+    /// (another lease, or an entry stored since the lookup).
+    pub(crate) async fn take_lease(
+        &self,
+        key: &str,
+        marker: &[u8],
+        lease: Duration,
+        tags: &[String],
+        replaces: Option<&[u8]>,
+    ) -> Result<bool, CacheError> {
+        let lease_ms = ttl_millis(lease);
+        let take = match replaces {
+            None => {
+                let mut set = redis::cmd("SET");
+                set.arg(key).arg(marker).arg("NX").arg("PX").arg(lease_ms);
+                set
+            }
+            Some(current) => {
+                let mut script = redis::cmd("EVAL");
+                script
+                    .arg(LEASE_IF_HOLDS)
+                    .arg(1)
+                    .arg(key)
+                    .arg(marker)
+                    .arg(lease_ms)
+                    .arg(current);
+                script
+            }
+        };
+        let taken = |reply: Option<&Value>| matches!(reply, Some(Value::Okay | Value::Int(1)));
+        if tags.is_empty() || self.is_cluster() {
+            // In a cluster, the entry and each tag set live in their own slots.
+            if !taken(Some(&self.connection.send(&take).await?)) {
+                return Ok(false);
+            }
+            self.join_tag_sets(key, lease, tags).await?;
+            return Ok(true);
+        }
+        let mut pipeline = redis::pipe();
+        pipeline.add_command(take);
+        for tag in tags {
+            tag_commands(&mut pipeline, key, tag, lease_ms);
+        }
+        let replies = self.connection.send_pipeline(&pipeline).await?;
+        check_replies(&replies)?;
+        Ok(taken(replies.first()))
+    }
+
+    /// Stores an entry only while its key still holds `expected` (a lease's
+    /// marker, or the stale entry a refresh replaces), in one script, and
+    /// extends its tag sets' expiry to the entry's. `Ok(false)` if the key
+    /// held something else or nothing: it was evicted, or the lease was lost.
+    pub(crate) async fn replace_if_holds(
+        &self,
+        key: &str,
+        expected: &[u8],
+        bytes: &[u8],
+        ttl: Duration,
+        tags: &[String],
+    ) -> Result<bool, CacheError> {
+        let ttl_ms = ttl_millis(ttl);
+        let mut replace = redis::cmd("EVAL");
+        replace
+            .arg(REPLACE_IF_HOLDS)
+            .arg(1)
+            .arg(key)
+            .arg(expected)
+            .arg(bytes)
+            .arg(ttl_ms);
+        if tags.is_empty() || self.is_cluster() {
+            let replaced = matches!(self.connection.send(&replace).await?, Value::Int(1));
+            if replaced && !tags.is_empty() {
+                self.join_tag_sets(key, ttl, tags).await?;
+            }
+            return Ok(replaced);
+        }
+        let mut pipeline = redis::pipe();
+        pipeline.add_command(replace);
+        for tag in tags {
+            tag_commands(&mut pipeline, key, tag, ttl_ms);
+        }
+        let replies = self.connection.send_pipeline(&pipeline).await?;
+        check_replies(&replies)?;
+        Ok(matches!(replies.first(), Some(Value::Int(1))))
+    }
+
+    /// Extends `key`'s expiry to `ttl` only while it holds `expected` (one
+    /// script): `Ok(false)` once it holds something else.
+    pub(crate) async fn extend_if_holds(
+        &self,
+        key: &str,
+        expected: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(EXTEND_IF_HOLDS)
+            .arg(1)
+            .arg(key)
+            .arg(expected)
+            .arg(ttl_millis(ttl));
+        Ok(matches!(self.connection.send(&cmd).await?, Value::Int(1)))
+    }
+
+    /// Adds `key` to each tag set, one round trip per set (in a cluster,
+    /// each set lives in its own slot).
+    async fn join_tag_sets(
+        &self,
+        key: &str,
+        ttl: Duration,
+        tags: &[String],
+    ) -> Result<(), CacheError> {
+        for tag in tags {
+            let mut pipeline = redis::pipe();
+            tag_commands(&mut pipeline, key, tag, ttl_millis(ttl));
+            self.send_checked_pipeline(&pipeline).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes `key` only if it still holds `token` (one script).
-    pub(crate) async fn delete_if_holds(&self, key: &str, token: &str) -> Result<(), CacheError> {
+    pub(crate) async fn delete_if_holds(
+        &self,
+        key: &str,
+        token: impl redis::ToRedisArgs,
+    ) -> Result<(), CacheError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(RELEASE_LOCK).arg(1).arg(key).arg(token);
         self.connection.send(&cmd).await.map(drop)
@@ -318,13 +457,26 @@ impl Store {
     /// Sends a pipeline; a server error inside it, which comes back as a
     /// reply, becomes an error.
     async fn send_checked_pipeline(&self, pipeline: &redis::Pipeline) -> Result<(), CacheError> {
-        for reply in self.connection.send_pipeline(pipeline).await? {
-            if let Value::ServerError(error) = reply {
-                return Err(CacheError::Redis(error.into()));
-            }
-        }
-        Ok(())
+        check_replies(&self.connection.send_pipeline(pipeline).await?)
     }
+}
+
+/// The first server error among a pipeline's replies.
+fn check_replies(replies: &[Value]) -> Result<(), CacheError> {
+    for reply in replies {
+        if let Value::ServerError(error) = reply {
+            return Err(CacheError::Redis(error.clone().into()));
+        }
+    }
+    Ok(())
+}
+
+/// `key`'s membership in tag set `tag`, with an expiry no shorter than
+/// `ttl_ms`: `PEXPIRE … NX` gives a new set one, `PEXPIRE … GT` extends it.
+fn tag_commands(pipeline: &mut redis::Pipeline, key: &str, tag: &str, ttl_ms: u64) {
+    pipeline.cmd("SADD").arg(tag).arg(key);
+    pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("NX");
+    pipeline.cmd("PEXPIRE").arg(tag).arg(ttl_ms).arg("GT");
 }
 
 /// `SET key value PX ttl_ms`, built in buffers of the right size: with

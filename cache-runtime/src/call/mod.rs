@@ -39,9 +39,11 @@ use crate::observe::{Observe, Observed, Outcome};
 use crate::shape::Shape;
 
 mod run;
+mod start;
 
 pub(crate) use run::put_call;
-use run::{Run, miss_boxed, spawn_refresh};
+use run::{miss_boxed, spawn_refresh};
+use start::Run;
 
 /// An entry's full key, the full keys of the tag sets it joins, and the
 /// eviction epoch before its lookup.
@@ -64,8 +66,9 @@ impl EntryKey {
 /// What a lookup found.
 enum Lookup<T> {
     Hit(Decoded<T>),
-    /// No entry, or one that no longer decodes.
-    Miss,
+    /// No entry (or another caller's lease), or, with its bytes, one that
+    /// no longer decodes: the miss's lease replaces those.
+    Miss(Option<Vec<u8>>),
     /// Redis could not be asked.
     Failed,
 }
@@ -166,7 +169,7 @@ where
     let observed = Observed::start(site);
     let started = observed.started;
     let call = async move {
-        let (redis_failed, local) =
+        let (redis_failed, local, undecodable) =
             match look_up::<P, S::Stored>(engine, site, &key, local, started).await {
                 Found::Value(value, outcome) => return (S::from_stored(value), outcome),
                 Found::Stale(value) => {
@@ -176,13 +179,15 @@ where
                 Found::Nothing {
                     redis_failed,
                     local,
-                } => (redis_failed, local),
+                    undecodable,
+                } => (redis_failed, local, undecodable),
             };
         let run = Run {
             engine,
             site,
             key: &key,
             redis_failed,
+            undecodable,
         };
         miss_boxed::<S, R, Fut>(run, body, local).await
     };
@@ -196,10 +201,12 @@ enum Found<'a, T> {
     /// A stale value: return it, and refresh it in the background.
     Stale(T),
     /// Nothing to return: run the miss path, knowing whether Redis failed
-    /// the lookup, with the local tier the result may be copied into.
+    /// the lookup, with the local tier the result may be copied into, and
+    /// the entry that did not decode, if that is what was found.
     Nothing {
         redis_failed: bool,
         local: LocalRead<'a, T>,
+        undecodable: Option<Vec<u8>>,
     },
 }
 
@@ -226,16 +233,18 @@ async fn look_up<'a, P: Freshness, T: DeserializeOwned>(
     };
     let entry = match lookup {
         Lookup::Hit(entry) => entry,
-        Lookup::Miss => {
+        Lookup::Miss(undecodable) => {
             return Found::Nothing {
                 redis_failed: false,
                 local,
+                undecodable,
             };
         }
         Lookup::Failed => {
             return Found::Nothing {
                 redis_failed: true,
                 local,
+                undecodable: None,
             };
         }
     };
@@ -264,11 +273,13 @@ async fn lookup<T: DeserializeOwned>(engine: &Engine, full_key: &str) -> Lookup<
         return Lookup::Failed;
     }
     match engine.store.get(full_key).await {
+        // Another caller's miss is running the body.
+        Ok(Some(bytes)) if codec::is_lease(&bytes) => Lookup::Miss(None),
         Ok(Some(bytes)) => match engine.decode(&bytes) {
             Some(value) => Lookup::Hit(value),
-            None => Lookup::Miss,
+            None => Lookup::Miss(Some(bytes)),
         },
-        Ok(None) => Lookup::Miss,
+        Ok(None) => Lookup::Miss(None),
         Err(error) => {
             warn_lookup_failed(engine, &error);
             Lookup::Failed
@@ -287,15 +298,16 @@ async fn lookup_with_ttl<T: DeserializeOwned>(
         return (Lookup::Failed, None);
     }
     let entry = match engine.store.get_with_ttl(full_key).await {
+        Ok(Some(entry)) if codec::is_lease(&entry.bytes) => return (Lookup::Miss(None), None),
         Ok(Some(entry)) => entry,
-        Ok(None) => return (Lookup::Miss, None),
+        Ok(None) => return (Lookup::Miss(None), None),
         Err(error) => {
             warn_lookup_failed(engine, &error);
             return (Lookup::Failed, None);
         }
     };
     let Some(decoded) = engine.decode(&entry.bytes) else {
-        return (Lookup::Miss, None);
+        return (Lookup::Miss(Some(entry.bytes)), None);
     };
     let bounds = entry.ttl.map(|ttl| CopyBounds {
         ttl,

@@ -1,6 +1,6 @@
-//! Runs of the body and what they store: the miss path (coalescing with
-//! other callers, the lock, the leader's share and store), background
-//! refreshes of stale entries, and write-through.
+//! Runs of the body and what they store: the miss path's shell (the steps
+//! before the body are in `start.rs`), the leader's share and store,
+//! background refreshes of stale entries, and write-through.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,25 +9,16 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::start::{Leader, MissStart, Run, Step, StoreGuard, start_refresh};
 use super::{EntryKey, LocalRead};
 use crate::change::Change;
 use crate::codec;
 use crate::engine::Engine;
-use crate::flight::{self, FlightState, Joined, LeaderGuard};
+use crate::flight::{FlightState, Joined, LeaderGuard};
 use crate::incident::Incident;
-use crate::lock::{HeldLock, LockAttempt, try_lock};
 use crate::metrics::{CallSite, SiteKind};
 use crate::observe::Outcome;
 use crate::shape::Shape;
-
-/// Whose run of the body this is, and how it was reached.
-pub(super) struct Run<'a> {
-    pub(super) engine: &'a Arc<Engine>,
-    pub(super) site: &'static CallSite,
-    pub(super) key: &'a EntryKey,
-    /// Whether Redis failed the lookup: the result is then not stored.
-    pub(super) redis_failed: bool,
-}
 
 /// [`miss`] on the heap. A future is as large as its largest state, and
 /// every call moves its future a few times (into the caller's): the miss
@@ -88,118 +79,11 @@ where
     (result, outcome)
 }
 
-/// The miss path before the body: first coalescing with this process's
-/// other callers of the key (the flight), then, with `lock`, with other
-/// processes. Either may find the entry another caller stored; when it
-/// does not decode, the path goes on as if nothing had been found.
-struct MissStart {
-    stage: Stage,
-    flight: Option<LeaderGuard>,
-}
-
-/// Where [`MissStart`] goes on from.
-#[derive(Clone, Copy)]
-enum Stage {
-    Coalesce,
-    Lock,
-    Body,
-}
-
-/// What a step of [`MissStart`] came to.
-enum Step {
-    /// Another caller's entry: the caller decodes it, and if it does,
-    /// [`MissStart::accept`]s it.
-    Found(Arc<[u8]>),
-    /// This caller runs the body.
-    Lead(Leader),
-}
-
-impl MissStart {
-    /// Counts the miss (or the lookup Redis failed).
-    fn new(run: &Run<'_>) -> MissStart {
-        if run.redis_failed {
-            run.site.record_error();
-        } else {
-            run.site.record_miss();
-        }
-        MissStart {
-            stage: Stage::Coalesce,
-            flight: None,
-        }
-    }
-
-    /// Goes on until an entry is found or the body is to run.
-    async fn next(&mut self, run: &Run<'_>) -> Step {
-        let Run { engine, site, .. } = *run;
-        if let Stage::Coalesce = self.stage {
-            // A follower's entry that does not decode: run our own body now,
-            // rather than queue behind another leader.
-            self.stage = Stage::Lock;
-            if site.options.coalesce {
-                loop {
-                    match engine.flights.join(&run.key.key) {
-                        Joined::Leader(guard) => {
-                            self.flight = Some(guard);
-                            break;
-                        }
-                        Joined::Follower(receiver) => match flight::follow(receiver).await {
-                            FlightState::Done(bytes) => return Step::Found(bytes),
-                            // The leader's result was not shareable (or it
-                            // panicked): run our own body now.
-                            FlightState::Released => break,
-                            // The leader was cancelled: take over, or follow
-                            // whoever did.
-                            FlightState::Abandoned | FlightState::Running => continue,
-                        },
-                    }
-                }
-            }
-        }
-        let mut held = None;
-        if let Stage::Lock = self.stage {
-            // An entry from the lock holder that does not decode: run the
-            // body without the lock.
-            self.stage = Stage::Body;
-            if site.options.lock && !run.redis_failed {
-                match wait_for_lock(engine, &run.key.key).await {
-                    LockWait::Held(lock) => held = Some(lock),
-                    LockWait::Entry(bytes) => return Step::Found(Arc::from(bytes)),
-                    LockWait::GaveUp => {}
-                }
-            }
-        }
-        Step::Lead(Leader {
-            flight: self.flight.take(),
-            held,
-            outcome: if run.redis_failed {
-                Outcome::Error
-            } else {
-                Outcome::Miss
-            },
-        })
-    }
-
-    /// The found entry decoded: the flight this caller leads, if any, shares it.
-    fn accept(self, bytes: Arc<[u8]>) {
-        if let Some(flight) = self.flight {
-            flight.finish(FlightState::Done(bytes));
-        }
-    }
-}
-
-/// A caller that runs the body: its flight, its lock, and what the call
-/// is counted as.
-struct Leader {
-    flight: Option<LeaderGuard>,
-    held: Option<HeldLock>,
-    outcome: Outcome,
-}
-
 impl Leader {
     /// After the body: shares and stores its entry ([`lead`]), then releases
     /// the lock. Returns what was stored.
     async fn finish(self, run: &Run<'_>, entry: Entry) -> Option<Stored> {
-        let stored = lead(run, entry, self.flight).await;
+        let stored = lead(run, entry, self.flight, self.guard).await;
         if let Some(lock) = self.held {
             lock.release().await;
         }
@@ -221,7 +105,12 @@ struct Stored {
 ///
 /// The caller runs the body: a routine that took it would be generic over
 /// its type, and compiled once per annotated function.
-async fn lead(run: &Run<'_>, entry: Entry, flight: Option<LeaderGuard>) -> Option<Stored> {
+async fn lead(
+    run: &Run<'_>,
+    entry: Entry,
+    flight: Option<LeaderGuard>,
+    guard: StoreGuard,
+) -> Option<Stored> {
     let stored = match &entry {
         Entry::Ready {
             bytes, fresh_until, ..
@@ -231,7 +120,7 @@ async fn lead(run: &Run<'_>, entry: Entry, flight: Option<LeaderGuard>) -> Optio
         }),
         _ => None,
     };
-    match share_and_store(run, entry, flight).await {
+    match share_and_store(run, entry, flight, guard).await {
         StoreOutcome::Failed => {
             run.site.record_error();
             None
@@ -300,50 +189,76 @@ enum StoreOutcome {
     Failed,
 }
 
-/// Shows the entry to the flight's followers, stores it, and closes the
-/// flight.
-async fn share_and_store(run: &Run<'_>, entry: Entry, flight: Option<LeaderGuard>) -> StoreOutcome {
+/// Shows the entry to the flight's followers, stores it if `guard` still
+/// holds, and closes the flight.
+async fn share_and_store(
+    run: &Run<'_>,
+    entry: Entry,
+    flight: Option<LeaderGuard>,
+    guard: StoreGuard,
+) -> StoreOutcome {
     let Run { engine, key, .. } = *run;
+    // Followers get an entry once it is known to predate no eviction: stored
+    // under its guard, or, too large to store, with its lease still held.
+    let share = |bytes: Arc<[u8]>| {
+        if let Some(flight) = &flight {
+            flight.publish(FlightState::Done(bytes));
+        }
+    };
     let outcome = match entry {
-        Entry::Nothing => StoreOutcome::NotStored,
-        Entry::Unencodable => StoreOutcome::Failed,
+        Entry::Nothing => {
+            guard.release().await;
+            StoreOutcome::NotStored
+        }
+        Entry::Unencodable => {
+            guard.release().await;
+            StoreOutcome::Failed
+        }
         Entry::TooLarge(bytes) => {
-            if let Some(flight) = &flight {
-                flight.publish(FlightState::Done(bytes));
+            if guard.shareable(engine, &key.key).await {
+                share(bytes);
             }
+            guard.release().await;
             StoreOutcome::NotStored
         }
         Entry::Ready {
             bytes, redis_ttl, ..
         } => {
-            // Followers get the entry now; the flight stays open until the
-            // store is done, so that nobody arriving meanwhile misses and
-            // runs the body again.
-            if let Some(flight) = &flight {
-                flight.publish(FlightState::Done(bytes.clone()));
-            }
             // Evicted meanwhile, as its flight knows, or (for a call without
             // one) as the recent evictions say.
             let evicted = || {
                 flight.as_ref().is_some_and(LeaderGuard::invalidated)
                     || engine.flights.evicted_since(&key.key, key.epoch)
             };
-            if run.redis_failed || evicted() {
-                // With Redis failing, the lookup has already been counted.
-                // Evicted meanwhile: what we read may predate the write.
+            if evicted() {
+                // What we read may predate the write.
+                guard.release().await;
                 StoreOutcome::NotStored
-            } else if store(engine, &key.key, &bytes, redis_ttl, &key.tags)
-                .await
-                .is_err()
-            {
-                StoreOutcome::Failed
-            } else if evicted() {
-                // An eviction that came while the store was on its way may
-                // have reached Redis first: undo the store.
-                let _ = engine.store.unlink(&[&key.key]).await;
+            } else if let StoreGuard::Unchecked { shared } = guard {
+                // With Redis failing, the lookup has already been counted.
+                if shared {
+                    share(bytes);
+                }
                 StoreOutcome::NotStored
             } else {
-                StoreOutcome::Stored
+                // The flight stays open until the store is done, so that
+                // nobody arriving meanwhile misses and runs the body again.
+                match store_guarded(engine, key, &bytes, redis_ttl, guard).await {
+                    Err(()) => StoreOutcome::Failed,
+                    // An eviction deleted the lease (or the stale entry):
+                    // what the body read may predate the write.
+                    Ok(false) => StoreOutcome::NotStored,
+                    Ok(true) if evicted() => {
+                        // An eviction that came while the store was on its
+                        // way may have reached Redis first: undo the store.
+                        let _ = engine.store.unlink(&[&key.key]).await;
+                        StoreOutcome::NotStored
+                    }
+                    Ok(true) => {
+                        share(bytes);
+                        StoreOutcome::Stored
+                    }
+                }
             }
         }
     };
@@ -353,8 +268,49 @@ async fn share_and_store(run: &Run<'_>, entry: Entry, flight: Option<LeaderGuard
     outcome
 }
 
+/// Stores an encoded entry, and its membership in its tag sets, only while
+/// its key holds what `guard` expects; `Ok(false)` if it did not. Logs a
+/// failure.
+async fn store_guarded(
+    engine: &Engine,
+    key: &EntryKey,
+    bytes: &[u8],
+    ttl: Duration,
+    guard: StoreGuard,
+) -> Result<bool, ()> {
+    let expected = match &guard {
+        StoreGuard::Lease(lease) => lease.marker(),
+        StoreGuard::Replaces(stale) => stale.as_slice(),
+        StoreGuard::Unchecked { .. } => return Ok(false),
+    };
+    let result = engine
+        .store
+        .replace_if_holds(&key.key, expected, bytes, ttl, &key.tags)
+        .await;
+    if let StoreGuard::Lease(lease) = guard {
+        match result {
+            // Replaced, or gone: nothing to release.
+            Ok(_) => lease.consumed(),
+            // Unknown: released by marker in the background.
+            Err(_) => drop(lease),
+        }
+    }
+    result.map_err(|error| warn_store_failed(engine, &error))
+}
+
+/// Logs (rate-limited, password scrubbed) a store that Redis failed.
+fn warn_store_failed(engine: &Engine, error: &crate::error::CacheError) {
+    engine.incidents().warn(Incident::Store, || {
+        format!(
+            "cache store failed; the result is returned but not cached: {} (Redis at {})",
+            engine.store.scrub(error),
+            engine.store.redacted_url()
+        )
+    });
+}
+
 /// Stores an encoded entry and its membership in the tag sets `tags` (full
-/// keys); logs a failure.
+/// keys), whatever the key holds: a write-through's. Logs a failure.
 async fn store(
     engine: &Engine,
     full_key: &str,
@@ -366,15 +322,7 @@ async fn store(
         .store
         .set_tagged(full_key, bytes, ttl, tags)
         .await
-        .map_err(|error| {
-            engine.incidents().warn(Incident::Store, || {
-                format!(
-                    "cache store failed; the result is returned but not cached: {} (Redis at {})",
-                    engine.store.scrub(&error),
-                    engine.store.redacted_url()
-                )
-            });
-        })
+        .map_err(|error| warn_store_failed(engine, &error))
 }
 
 /// The function's TTL, less jitter.
@@ -384,50 +332,6 @@ fn site_ttl(engine: &Engine, site: &CallSite) -> Duration {
         seconds => Duration::from_secs(seconds),
     };
     engine.jittered(ttl)
-}
-
-enum LockWait {
-    Held(HeldLock),
-    /// Another process stored the entry while we waited.
-    Entry(Vec<u8>),
-    /// No lock and no entry within `lock_wait`, or Redis failed: run the body.
-    GaveUp,
-}
-
-/// How often a process waiting for the lock holder looks for its entry.
-const LOCK_POLL: Duration = Duration::from_millis(20);
-
-/// Takes the key's lock, or waits (at most `lock_wait`) for the holder's
-/// entry, taking the lock over if the holder gives it up without storing.
-async fn wait_for_lock(engine: &Engine, key: &str) -> LockWait {
-    let config = &engine.config;
-    let give_up_at = Instant::now() + config.lock_wait;
-    loop {
-        match try_lock(&engine.store, key, config.lock_lease).await {
-            LockAttempt::Acquired(lock) => {
-                // The previous holder may have stored and released between
-                // our lookup and our lock: check once more before running.
-                return match engine.store.get(key).await {
-                    Ok(Some(bytes)) => {
-                        lock.release().await;
-                        LockWait::Entry(bytes)
-                    }
-                    _ => LockWait::Held(lock),
-                };
-            }
-            LockAttempt::Failed => return LockWait::GaveUp,
-            LockAttempt::Busy => {}
-        }
-        if Instant::now() + LOCK_POLL > give_up_at {
-            return LockWait::GaveUp;
-        }
-        tokio::time::sleep(LOCK_POLL).await;
-        match engine.store.get(key).await {
-            Ok(Some(bytes)) => return LockWait::Entry(bytes),
-            Ok(None) => {}
-            Err(_) => return LockWait::GaveUp,
-        }
-    }
 }
 
 /// Starts the one background refresh of a stale key, unless one is already
@@ -467,47 +371,6 @@ pub(super) fn spawn_refresh<S, R, Fut>(
     );
 }
 
-/// Before a background refresh's body: `None` when there is nothing to do.
-async fn start_refresh(
-    engine: &Engine,
-    site: &'static CallSite,
-    key: &EntryKey,
-    flight: LeaderGuard,
-) -> Option<Leader> {
-    // A caller whose stale read crossed the previous refresh's store gets
-    // here just after that refresh closed its flight: if the entry is fresh
-    // now, there is nothing to refresh. Only an entry that may be trusted
-    // (no eviction parked, none since the flight began) counts, since the
-    // flight's followers get it; and only its envelope is decoded.
-    if !engine.parked.any()
-        && let Ok(Some(bytes)) = engine.store.get(&key.key).await
-        && !flight.invalidated()
-        && let Ok(entry) = codec::decode::<serde::de::IgnoredAny>(&bytes)
-        && entry
-            .fresh_until
-            .is_none_or(|until| codec::now_millis() < until)
-    {
-        flight.finish(FlightState::Done(Arc::from(bytes)));
-        return None;
-    }
-    let held = if site.options.lock {
-        match try_lock(&engine.store, &key.key, engine.config.lock_lease).await {
-            LockAttempt::Acquired(lock) => Some(lock),
-            // Another process refreshes it; or Redis fails, and the store
-            // would fail too.
-            LockAttempt::Busy | LockAttempt::Failed => return None,
-        }
-    } else {
-        None
-    };
-    site.record_refresh();
-    Some(Leader {
-        flight: Some(flight),
-        held,
-        outcome: Outcome::Stale,
-    })
-}
-
 /// After a background refresh's body: stores its entry, and tells other
 /// processes' local tiers.
 async fn finish_refresh(
@@ -522,6 +385,7 @@ async fn finish_refresh(
         site,
         key: &key,
         redis_failed: false,
+        undecodable: None,
     };
     if leader.finish(&run, entry).await.is_some() {
         // Local copies elsewhere end with the old value's freshness anyway;

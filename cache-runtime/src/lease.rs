@@ -1,0 +1,162 @@
+//! Leases: what keeps a value read before an eviction from being stored
+//! after it, in any process.
+//!
+//! A miss takes a lease on the entry's own key before it runs the body,
+//! `SET key <marker> NX PX <lease>`, the marker being
+//! [`codec::LEASE_PREFIX`] and a random token, and joins the key's tag sets
+//! at once. Every eviction deletes the key (by key, tag or prefix), and the
+//! lease with it. The store replaces the key only while it still holds the
+//! marker, in one script ([`Store::replace_if_holds`]). So a store lands
+//! only if no eviction reached the key between the lease and the store, and
+//! the body ran after the lease was taken: a value the body read before an
+//! eviction returned is never stored after it. Why this holds, and how it
+//! composes with the rest, is in ARCHITECTURE.md ("Leases").
+//!
+//! The lease lives in the entry's key, so it needs no other slot in a
+//! cluster. A reader that finds a marker treats it as a miss in progress.
+//! While the body runs, the lease is extended every third of its length, so
+//! a slow body keeps it; a crashed holder's lease expires after one length.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::codec::LEASE_PREFIX;
+use crate::error::CacheError;
+use crate::random;
+use crate::store::Store;
+
+/// What became of an attempt to take a lease.
+pub(crate) enum LeaseAttempt {
+    Taken(Lease),
+    /// The key holds something: another caller's lease, or an entry stored
+    /// since the lookup. The body runs, and its result is not stored.
+    Busy,
+    /// Redis could not be asked. The body runs, and its result is not
+    /// stored: a store that cannot be checked is skipped.
+    Failed,
+}
+
+/// A held lease. Consumed by the store that replaces it; released
+/// otherwise, in the background if dropped first (panic, cancellation).
+pub(crate) struct Lease {
+    store: Arc<Store>,
+    key: String,
+    marker: Vec<u8>,
+    keeper: Option<tokio::task::AbortHandle>,
+    done: bool,
+}
+
+/// Tries once to take the lease on `key`, whose entry joins `tags`: on an
+/// absent key, or, with `replaces`, on one that still holds those bytes (an
+/// entry that did not decode, which the store then overwrites; empty for a
+/// key of another type).
+pub(crate) async fn take(
+    store: &Arc<Store>,
+    key: &str,
+    tags: &[String],
+    length: Duration,
+    replaces: Option<&[u8]>,
+) -> LeaseAttempt {
+    let mut marker = LEASE_PREFIX.to_vec();
+    marker.extend_from_slice(random::token().as_bytes());
+    let lease = |marker| Lease {
+        store: store.clone(),
+        key: key.to_owned(),
+        marker,
+        keeper: None,
+        done: false,
+    };
+    match store.take_lease(key, &marker, length, tags, replaces).await {
+        Ok(true) => {
+            let mut lease = lease(marker);
+            lease.keeper = keep(store.clone(), key.to_owned(), lease.marker.clone(), length);
+            LeaseAttempt::Taken(lease)
+        }
+        Ok(false) => LeaseAttempt::Busy,
+        Err(error) => {
+            // A deadline or a dropped connection leaves it unknown whether
+            // the SET happened: if it did, release it by its marker (in the
+            // background, on drop) rather than make other callers skip
+            // their stores for a whole lease.
+            if !is_refusal(&error) {
+                drop(lease(marker));
+            }
+            LeaseAttempt::Failed
+        }
+    }
+}
+
+/// Whether `error` says the command was refused, so that it did nothing.
+fn is_refusal(error: &CacheError) -> bool {
+    matches!(error, CacheError::Redis(error) if matches!(
+        error.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    ))
+}
+
+impl Lease {
+    /// The marker the key holds while the lease stands.
+    pub(crate) fn marker(&self) -> &[u8] {
+        &self.marker
+    }
+
+    /// The store replaced the lease (or found it gone): nothing to release.
+    pub(crate) fn consumed(mut self) {
+        self.done = true;
+    }
+
+    /// Releases the lease when nothing is stored (an `Err`, a `None`, a value
+    /// too large): other callers then miss, and store, at once. If Redis
+    /// cannot be reached, the drop retries in the background.
+    pub(crate) async fn release(mut self) {
+        self.done = self
+            .store
+            .delete_if_holds(&self.key, &self.marker[..])
+            .await
+            .is_ok();
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            keeper.abort();
+        }
+        if self.done {
+            return;
+        }
+        let (store, key, marker) = (
+            self.store.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.marker),
+        );
+        // Not awaited by anyone: if Redis stays unreachable, the lease expires.
+        if let Ok(io) = crate::io::io_runtime() {
+            io.spawn(async move {
+                let _ = store.delete_if_holds(&key, &marker[..]).await;
+            });
+        }
+    }
+}
+
+/// Extends the lease every third of its length while it stands, on the I/O
+/// runtime, so that a body slower than one length keeps it. Stops once the
+/// key holds something else (an eviction deleted it); a failed extension is
+/// tried again at the next tick, and the lease expires if none succeeds.
+fn keep(
+    store: Arc<Store>,
+    key: String,
+    marker: Vec<u8>,
+    length: Duration,
+) -> Option<tokio::task::AbortHandle> {
+    let io = crate::io::io_runtime().ok()?;
+    let task = io.spawn(async move {
+        loop {
+            tokio::time::sleep(length / 3).await;
+            if let Ok(false) = store.extend_if_holds(&key, &marker, length).await {
+                return;
+            }
+        }
+    });
+    Some(task.abort_handle())
+}
