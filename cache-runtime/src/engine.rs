@@ -20,6 +20,7 @@ use crate::error::ConfigError;
 use crate::flight::Flights;
 use crate::incident::{Incident, Incidents};
 use crate::keys::{KeyBuilder, TAG_MARKER};
+use crate::lease::Leases;
 use crate::local::LocalTier;
 use crate::metrics::CallSite;
 use crate::parked::Parked;
@@ -30,6 +31,7 @@ pub(crate) struct Engine {
     pub(crate) config: Config,
     pub(crate) store: Arc<Store>,
     pub(crate) flights: Arc<Flights>,
+    pub(crate) leases: Arc<Leases>,
     pub(crate) parked: Parked,
     pub(crate) announcer: Announcer,
     local: OnceLock<Arc<LocalTier>>,
@@ -61,6 +63,7 @@ impl Engine {
             config,
             store,
             flights: Arc::default(),
+            leases: Arc::default(),
             parked: Parked::default(),
             local: OnceLock::new(),
         }

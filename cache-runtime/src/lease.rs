@@ -16,14 +16,70 @@
 //! cluster. A reader that finds a marker treats it as a miss in progress.
 //! While the body runs, the lease is extended every third of its length, so
 //! a slow body keeps it; a crashed holder's lease expires after one length.
+//! One background task per cache extends all its leases ([`Leases`]), so
+//! that a miss pays for no task of its own.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use crate::codec::LEASE_PREFIX;
 use crate::error::CacheError;
 use crate::random;
 use crate::store::Store;
+use crate::sync::lock;
+
+/// The leases one cache holds now, which its keeper extends.
+#[derive(Default)]
+pub(crate) struct Leases {
+    held: Mutex<HashMap<u64, Held>>,
+    next_id: AtomicU64,
+    keeper: OnceLock<()>,
+}
+
+/// A lease the keeper extends: its key, its marker, and when it was taken.
+struct Held {
+    key: String,
+    marker: Vec<u8>,
+    taken: Instant,
+}
+
+impl Leases {
+    /// Registers a lease with the keeper, which starts with the first one.
+    fn register(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        key: &str,
+        marker: &[u8],
+        length: Duration,
+    ) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let held = Held {
+            key: key.to_owned(),
+            marker: marker.to_vec(),
+            taken: Instant::now(),
+        };
+        lock(&self.held).insert(id, held);
+        self.keeper
+            .get_or_init(|| keep(Arc::downgrade(self), Arc::downgrade(store), length));
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        lock(&self.held).remove(&id);
+    }
+
+    /// The leases held for a third of their length or longer: those whose
+    /// body outlasts the keeper's first tick.
+    fn due(&self, length: Duration) -> Vec<(String, Vec<u8>)> {
+        lock(&self.held)
+            .values()
+            .filter(|held| held.taken.elapsed() >= length / 3)
+            .map(|held| (held.key.clone(), held.marker.clone()))
+            .collect()
+    }
+}
 
 /// What became of an attempt to take a lease.
 pub(crate) enum LeaseAttempt {
@@ -40,9 +96,10 @@ pub(crate) enum LeaseAttempt {
 /// otherwise, in the background if dropped first (panic, cancellation).
 pub(crate) struct Lease {
     store: Arc<Store>,
+    leases: Arc<Leases>,
+    id: u64,
     key: String,
     marker: Vec<u8>,
-    keeper: Option<tokio::task::AbortHandle>,
     done: bool,
 }
 
@@ -52,6 +109,7 @@ pub(crate) struct Lease {
 /// key of another type).
 pub(crate) async fn take(
     store: &Arc<Store>,
+    leases: &Arc<Leases>,
     key: &str,
     tags: &[String],
     length: Duration,
@@ -59,19 +117,16 @@ pub(crate) async fn take(
 ) -> LeaseAttempt {
     let mut marker = LEASE_PREFIX.to_vec();
     marker.extend_from_slice(random::token().as_bytes());
-    let lease = |marker| Lease {
+    let lease = |marker: Vec<u8>| Lease {
         store: store.clone(),
+        leases: leases.clone(),
+        id: leases.register(store, key, &marker, length),
         key: key.to_owned(),
         marker,
-        keeper: None,
         done: false,
     };
     match store.take_lease(key, &marker, length, tags, replaces).await {
-        Ok(true) => {
-            let mut lease = lease(marker);
-            lease.keeper = keep(store.clone(), key.to_owned(), lease.marker.clone(), length);
-            LeaseAttempt::Taken(lease)
-        }
+        Ok(true) => LeaseAttempt::Taken(lease(marker)),
         Ok(false) => LeaseAttempt::Busy,
         Err(error) => {
             // A deadline or a dropped connection leaves it unknown whether
@@ -119,9 +174,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(keeper) = self.keeper.take() {
-            keeper.abort();
-        }
+        self.leases.unregister(self.id);
         if self.done {
             return;
         }
@@ -139,24 +192,26 @@ impl Drop for Lease {
     }
 }
 
-/// Extends the lease every third of its length while it stands, on the I/O
-/// runtime, so that a body slower than one length keeps it. Stops once the
-/// key holds something else (an eviction deleted it); a failed extension is
-/// tried again at the next tick, and the lease expires if none succeeds.
-fn keep(
-    store: Arc<Store>,
-    key: String,
-    marker: Vec<u8>,
-    length: Duration,
-) -> Option<tokio::task::AbortHandle> {
-    let io = crate::io::io_runtime().ok()?;
-    let task = io.spawn(async move {
+/// The keeper: every third of a lease's length, on the I/O runtime, extends
+/// each lease held that long, so that a body slower than one length keeps
+/// it. An extension finds the key holding something else once an eviction
+/// deleted the lease, and does nothing; a failed one is tried again at the
+/// next tick, and the lease expires if none succeeds. Ends with its cache.
+fn keep(leases: Weak<Leases>, store: Weak<Store>, length: Duration) {
+    let Ok(io) = crate::io::io_runtime() else {
+        return;
+    };
+    io.spawn(async move {
         loop {
             tokio::time::sleep(length / 3).await;
-            if let Ok(false) = store.extend_if_holds(&key, &marker, length).await {
+            let (Some(leases), Some(store)) = (leases.upgrade(), store.upgrade()) else {
                 return;
+            };
+            let due = leases.due(length);
+            drop(leases);
+            for (key, marker) in due {
+                let _ = store.extend_if_holds(&key, &marker, length).await;
             }
         }
     });
-    Some(task.abort_handle())
 }

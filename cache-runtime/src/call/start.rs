@@ -128,6 +128,7 @@ impl MissStart {
                 let replaces = self.undecodable.take();
                 match lease::take(
                     &engine.store,
+                    &engine.leases,
                     &run.key.key,
                     &run.key.tags,
                     engine.config.lease,
@@ -274,6 +275,7 @@ pub(super) async fn start_refresh(
         // as a miss would.
         None => match lease::take(
             &engine.store,
+            &engine.leases,
             &key.key,
             &key.tags,
             engine.config.lease,
