@@ -5,9 +5,10 @@
 //! body; later callers of the same key follow: they wait for the leader's
 //! result, shared as the encoded entry (so results need not be `Clone`).
 //!
-//! - The leader publishes a storable result as soon as it has it, and keeps
-//!   the flight open until its store to Redis is done, so a caller arriving in
-//!   between cannot miss and run the body again.
+//! - The leader publishes a result once it is stored under its lease (see
+//!   `lease.rs`), or, not stored, known to predate no eviction. It closes the
+//!   flight to newcomers before it sends the store: one arriving later finds
+//!   the lease or the entry in Redis instead.
 //! - A result that is not stored (`Err`, `None`) or a panic releases the
 //!   followers: each runs its own body at once, so none waits on a chain of
 //!   failures, and nothing is left behind to poison later calls.
@@ -16,8 +17,8 @@
 //!   waiting for it.
 //! - An eviction of the key while its flight is in the air (a write that
 //!   committed while the read was running) closes the flight to newcomers and
-//!   marks it invalidated: its leader may hand the value it read to the
-//!   followers that were already waiting, but must not store it.
+//!   marks it invalidated: its leader neither stores the value it read nor
+//!   hands it to the followers, who run their own body.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -169,17 +170,24 @@ impl LeaderGuard {
         self.close(state);
     }
 
+    /// Closes the flight to newcomers, who then start over with a lookup;
+    /// the followers already waiting still get what the leader publishes.
+    /// A leader calls it before it stores: a caller that comes after the
+    /// store was sent may come after an eviction that the store lost to,
+    /// and must not get the value.
+    pub(crate) fn close_to_newcomers(&self) {
+        let mut in_flight = self.flights.lock();
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
+        {
+            in_flight.remove(&self.key);
+        }
+    }
+
     fn close(&mut self, state: FlightState) {
         self.finished = true;
-        {
-            let mut in_flight = self.flights.lock();
-            if in_flight
-                .get(&self.key)
-                .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
-            {
-                in_flight.remove(&self.key);
-            }
-        }
+        self.close_to_newcomers();
         // A follower that subscribed before the removal sees this state; one
         // that comes after finds no flight and starts over with a lookup.
         if matches!(*self.flight.state.borrow(), FlightState::Running) {

@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::codec::LEASE_PREFIX;
-use crate::error::CacheError;
 use crate::random;
 use crate::store::Store;
 use crate::sync::lock;
@@ -38,10 +37,13 @@ pub(crate) struct Leases {
     keeper: OnceLock<()>,
 }
 
-/// A lease the keeper extends: its key, its marker, and when it was taken.
+/// A lease the keeper extends: its key, its marker, the tag sets it joined
+/// (kept from expiring while the body runs, so that a tag's eviction still
+/// finds the lease), and when it was taken.
 struct Held {
     key: String,
     marker: Vec<u8>,
+    tags: Vec<String>,
     taken: Instant,
 }
 
@@ -52,12 +54,14 @@ impl Leases {
         store: &Arc<Store>,
         key: &str,
         marker: &[u8],
+        tags: &[String],
         length: Duration,
     ) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let held = Held {
             key: key.to_owned(),
             marker: marker.to_vec(),
+            tags: tags.to_vec(),
             taken: Instant::now(),
         };
         lock(&self.held).insert(id, held);
@@ -72,11 +76,11 @@ impl Leases {
 
     /// The leases held for a third of their length or longer: those whose
     /// body outlasts the keeper's first tick.
-    fn due(&self, length: Duration) -> Vec<(String, Vec<u8>)> {
+    fn due(&self, length: Duration) -> Vec<(String, Vec<u8>, Vec<String>)> {
         lock(&self.held)
             .values()
             .filter(|held| held.taken.elapsed() >= length / 3)
-            .map(|held| (held.key.clone(), held.marker.clone()))
+            .map(|held| (held.key.clone(), held.marker.clone(), held.tags.clone()))
             .collect()
     }
 }
@@ -117,36 +121,31 @@ pub(crate) async fn take(
 ) -> LeaseAttempt {
     let mut marker = LEASE_PREFIX.to_vec();
     marker.extend_from_slice(random::token().as_bytes());
-    let lease = |marker: Vec<u8>| Lease {
+    // The guard exists before the command is sent: if the caller is dropped
+    // while it is on its way, the drop releases whatever it set.
+    let mut lease = Lease {
         store: store.clone(),
         leases: leases.clone(),
-        id: leases.register(store, key, &marker, length),
+        id: leases.register(store, key, &marker, tags, length),
         key: key.to_owned(),
         marker,
         done: false,
     };
-    match store.take_lease(key, &marker, length, tags, replaces).await {
-        Ok(true) => LeaseAttempt::Taken(lease(marker)),
-        Ok(false) => LeaseAttempt::Busy,
-        Err(error) => {
-            // A deadline or a dropped connection leaves it unknown whether
-            // the SET happened: if it did, release it by its marker (in the
-            // background, on drop) rather than make other callers skip
-            // their stores for a whole lease.
-            if !is_refusal(&error) {
-                drop(lease(marker));
-            }
-            LeaseAttempt::Failed
+    match store
+        .take_lease(key, &lease.marker, length, tags, replaces)
+        .await
+    {
+        Ok(true) => LeaseAttempt::Taken(lease),
+        Ok(false) => {
+            lease.done = true;
+            LeaseAttempt::Busy
         }
+        // A deadline, a dropped connection, or a tag set's command failing
+        // after the SET: whether the lease was set is unknown, so the drop
+        // releases it by its marker, in the background, rather than make
+        // other callers skip their stores for a whole lease.
+        Err(_) => LeaseAttempt::Failed,
     }
-}
-
-/// Whether `error` says the command was refused, so that it did nothing.
-fn is_refusal(error: &CacheError) -> bool {
-    matches!(error, CacheError::Redis(error) if matches!(
-        error.kind(),
-        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
-    ))
 }
 
 impl Lease {
@@ -209,8 +208,12 @@ fn keep(leases: Weak<Leases>, store: Weak<Store>, length: Duration) {
             };
             let due = leases.due(length);
             drop(leases);
-            for (key, marker) in due {
-                let _ = store.extend_if_holds(&key, &marker, length).await;
+            for (key, marker, tags) in due {
+                if let Ok(true) = store.extend_if_holds(&key, &marker, length).await
+                    && !tags.is_empty()
+                {
+                    let _ = store.join_tag_sets(&key, length, &tags).await;
+                }
             }
         }
     });

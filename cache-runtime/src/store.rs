@@ -325,9 +325,9 @@ impl Store {
         Ok(matches!(self.connection.send(&cmd).await?, Value::Int(1)))
     }
 
-    /// Adds `key` to each tag set, one round trip per set (in a cluster,
-    /// each set lives in its own slot).
-    async fn join_tag_sets(
+    /// Adds `key` to each tag set, with an expiry no shorter than `ttl`, one
+    /// round trip per set (in a cluster, each set lives in its own slot).
+    pub(crate) async fn join_tag_sets(
         &self,
         key: &str,
         ttl: Duration,

@@ -262,3 +262,49 @@ fn next(state: &mut u64) -> u64 {
     *state ^= *state << 17;
     *state
 }
+
+#[tokio::test]
+async fn a_tag_eviction_finds_the_lease_of_a_body_slower_than_the_lease() {
+    let server = RedisServer::start();
+    let short_lease = || {
+        server
+            .cache_builder()
+            .lease(Duration::from_millis(300))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (short_lease(), short_lease());
+    let db = Db::default();
+    // The tag set would expire with the lease's first length, unless kept.
+    let slow_read = read_row(&a, &db, 1_200, 1);
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        write_rows(&b, &db).await;
+    };
+    let (read, ()) = tokio::join!(slow_read, write);
+    assert_eq!(read, 0);
+    assert_eq!(
+        read_row(&b, &db, 0, 1).await,
+        1,
+        "the slow read's lease outlived its tag set, and it stored a value older than the write"
+    );
+}
+
+#[tokio::test]
+async fn a_write_through_that_cannot_store_evicts_the_key() {
+    #[cache_runtime::cache_put(key = "row:{id}", ttl = 60, cache = cache)]
+    async fn save_row(cache: &Cache, id: u32, text: String) -> String {
+        text
+    }
+
+    let server = RedisServer::start();
+    let cache = server.cache_builder().max_value_size(64).build().unwrap();
+    assert_eq!(save_row(&cache, 1, "short".into()).await, "short");
+    assert!(server.exists("row:1"));
+    let long = "x".repeat(100);
+    assert_eq!(save_row(&cache, 1, long.clone()).await, long);
+    assert!(
+        !server.exists("row:1"),
+        "a write too large to store leaves no older value behind"
+    );
+}

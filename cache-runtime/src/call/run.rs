@@ -11,9 +11,10 @@ use tracing::Instrument;
 
 use super::start::{Leader, MissStart, Run, Step, StoreGuard, start_refresh};
 use super::{EntryKey, LocalRead};
-use crate::change::Change;
+use crate::change::{Change, Target};
 use crate::codec;
 use crate::engine::Engine;
+use crate::evict::evict;
 use crate::flight::{FlightState, Joined, LeaderGuard};
 use crate::incident::Incident;
 use crate::metrics::{CallSite, SiteKind};
@@ -215,6 +216,9 @@ async fn share_and_store(
             StoreOutcome::Failed
         }
         Entry::TooLarge(bytes) => {
+            if let Some(flight) = &flight {
+                flight.close_to_newcomers();
+            }
             if guard.shareable(engine, &key.key).await {
                 share(bytes);
             }
@@ -241,8 +245,12 @@ async fn share_and_store(
                 }
                 StoreOutcome::NotStored
             } else {
-                // The flight stays open until the store is done, so that
-                // nobody arriving meanwhile misses and runs the body again.
+                // Newcomers from now on find the lease, then the entry, in
+                // Redis: one that came after the store was sent may have come
+                // after an eviction that the store lost to.
+                if let Some(flight) = &flight {
+                    flight.close_to_newcomers();
+                }
                 match store_guarded(engine, key, &bytes, redis_ttl, guard).await {
                     Err(()) => StoreOutcome::Failed,
                     // An eviction deleted the lease (or the stale entry):
@@ -398,7 +406,7 @@ async fn finish_refresh(
 /// the body and stores what its shape allows, with the site's TTL (and
 /// `stale`), without looking up first.
 pub(crate) async fn put_call<S, R, Fut>(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
@@ -416,15 +424,36 @@ where
 }
 
 /// Stores a write-through's entry, and tells other processes' local tiers.
-async fn put(engine: &Engine, site: &CallSite, key: String, tags: &[String], entry: Entry) {
-    if let Entry::Ready {
-        bytes, redis_ttl, ..
-    } = entry
-    {
-        if store(engine, &key, &bytes, redis_ttl, tags).await.is_err() {
-            site.record_error();
+///
+/// A write whose value cannot be stored (too large, unencodable, the store
+/// failed) evicts the key instead, through the one eviction routine: a miss
+/// whose lease predates the write must not store what it read after this
+/// call returns.
+async fn put(
+    engine: &Arc<Engine>,
+    site: &'static CallSite,
+    key: String,
+    tags: &[String],
+    entry: Entry,
+) {
+    let stored = match entry {
+        // `Err`, `None`: the write did not happen.
+        Entry::Nothing => return,
+        Entry::TooLarge(_) | Entry::Unencodable => false,
+        Entry::Ready {
+            bytes, redis_ttl, ..
+        } => {
+            let stored = store(engine, &key, &bytes, redis_ttl, tags).await.is_ok();
+            if !stored {
+                site.record_error();
+            }
+            stored
         }
+    };
+    if stored {
         // Other processes' local copies hold the value this one replaced.
         engine.announce(Change::Key(key)).await;
+    } else {
+        let _ = evict(engine, vec![Target::Key(key)], None, false).await;
     }
 }

@@ -38,8 +38,10 @@ pub(super) struct MissStart {
     stage: Stage,
     flight: Option<LeaderGuard>,
     held: Option<HeldLock>,
-    /// Until when to wait for another process's lease to become an entry.
-    lease_wait_until: Option<Instant>,
+    /// Until when to wait for another process: for the lock holder's entry,
+    /// then for the lease holder's. One deadline for the whole miss, so that
+    /// the waits do not add up.
+    give_up_at: Instant,
     /// An entry found that did not decode, for the lease to replace.
     undecodable: Option<Vec<u8>>,
 }
@@ -73,7 +75,7 @@ impl MissStart {
             stage: Stage::Coalesce,
             flight: None,
             held: None,
-            lease_wait_until: None,
+            give_up_at: Instant::now() + run.engine.config.lock_wait,
             undecodable: run.undecodable.clone(),
         }
     }
@@ -110,7 +112,7 @@ impl MissStart {
             // body without the lock.
             self.stage = Stage::Lease;
             if site.options.lock && !run.redis_failed {
-                match wait_for_lock(engine, &run.key.key).await {
+                match wait_for_lock(engine, &run.key.key, self.give_up_at).await {
                     LockWait::Held(lock) => self.held = Some(lock),
                     LockWait::Entry(bytes) => return self.found(bytes),
                     LockWait::GaveUp => {}
@@ -146,10 +148,7 @@ impl MissStart {
                 }
                 // Another process's miss holds the lease: wait for its entry
                 // (coalescing across processes), or for the lease to go.
-                let wait_until = *self
-                    .lease_wait_until
-                    .get_or_insert_with(|| Instant::now() + engine.config.lock_wait);
-                if Instant::now() + LOCK_POLL > wait_until {
+                if Instant::now() + LOCK_POLL > self.give_up_at {
                     break StoreGuard::Unchecked { shared: false };
                 }
                 tokio::time::sleep(LOCK_POLL).await;
@@ -320,11 +319,10 @@ enum LockWait {
 /// How often a process waiting for the lock holder looks for its entry.
 const LOCK_POLL: Duration = Duration::from_millis(20);
 
-/// Takes the key's lock, or waits (at most `lock_wait`) for the holder's
+/// Takes the key's lock, or waits (until `give_up_at`) for the holder's
 /// entry, taking the lock over if the holder gives it up without storing.
-async fn wait_for_lock(engine: &Engine, key: &str) -> LockWait {
+async fn wait_for_lock(engine: &Engine, key: &str, give_up_at: Instant) -> LockWait {
     let config = &engine.config;
-    let give_up_at = Instant::now() + config.lock_wait;
     loop {
         match try_lock(&engine.store, key, config.lock_lease).await {
             LockAttempt::Acquired(lock) => {
