@@ -233,6 +233,25 @@ impl Cache {
         }
     }
 
+    /// Removes every entry under the cache's key prefix
+    /// ([`CacheBuilder::prefix`](crate::CacheBuilder::prefix)), with its tag
+    /// sets, locks and leases: [`Cache::invalidate_prefix`] of the whole
+    /// prefix, walking the keyspace with `SCAN` (on every master of a
+    /// cluster). Every process's local tier drops its copies, this one's at
+    /// once, the others' when the eviction's message reaches them. Returns
+    /// how many keys it removed; inside [`deferred`](crate::deferred), 0, as
+    /// it waits for the commit.
+    ///
+    /// Without a prefix it removes nothing and returns
+    /// [`CacheError::NoKeyPrefix`]: it would not know which keys are this
+    /// cache's.
+    pub async fn clear(&self) -> Result<u64, CacheError> {
+        if self.engine.config.key_prefix.is_empty() {
+            return Err(CacheError::NoKeyPrefix);
+        }
+        self.invalidate_prefix("").await
+    }
+
     /// Empties this process's local tier (if it has one); other processes
     /// keep theirs. The next calls read Redis. For benchmarks and operators.
     pub fn clear_local_tier(&self) {

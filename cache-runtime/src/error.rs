@@ -119,6 +119,9 @@ pub enum CacheError {
         /// The configured `max_value_size`, in bytes.
         max: usize,
     },
+    /// [`Cache::clear`](crate::Cache::clear) on a cache without a key
+    /// prefix, which cannot tell its keys from any other program's.
+    NoKeyPrefix,
 }
 
 impl fmt::Display for CacheError {
@@ -134,6 +137,9 @@ impl fmt::Display for CacheError {
                 f,
                 "the value is {size} bytes encoded, over the {max}-byte `max_value_size`"
             ),
+            CacheError::NoKeyPrefix => f.write_str(
+                "Cache::clear needs a key prefix (CacheBuilder::prefix): without one it cannot tell this cache's keys from any other program's in the database, so it removes nothing",
+            ),
         }
     }
 }
@@ -143,7 +149,10 @@ impl std::error::Error for CacheError {
         match self {
             CacheError::Redis(e) => Some(e),
             CacheError::Encode(e) => Some(e),
-            CacheError::Unavailable | CacheError::Timeout(_) | CacheError::TooLarge { .. } => None,
+            CacheError::Unavailable
+            | CacheError::Timeout(_)
+            | CacheError::TooLarge { .. }
+            | CacheError::NoKeyPrefix => None,
         }
     }
 }

@@ -453,3 +453,78 @@ async fn derived_helpers_report_their_own_counters() {
     let metrics = support::of("invalidation::get_user_invalidate");
     assert!(metrics.evictions >= 1);
 }
+
+/// `Cache::clear` removes what is under its prefix, in Redis and in every
+/// process's local tier, and nothing else; without a prefix it refuses.
+#[tokio::test]
+async fn clear_removes_everything_under_the_prefix_and_nothing_else() {
+    #[redis_cached(key = "item:{id}", ttl = 60, tag = "items", local = true, cache = cache)]
+    async fn item(cache: &Cache, calls: &Calls, id: u32) -> u32 {
+        calls.bump();
+        id
+    }
+
+    support::install();
+    let server = RedisServer::start();
+    let in_process = |prefix: &str| {
+        server
+            .cache_builder()
+            .prefix(prefix)
+            .local_tier(cache_runtime::LocalTierSettings::new())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (in_process("app"), in_process("app"));
+    let other_app = in_process("other");
+    let calls = Calls::default();
+    for id in 0..3 {
+        item(&a, &calls, id).await;
+    }
+    item(&other_app, &calls, 0).await;
+    let _: () = server.client().set("unprefixed", "x").unwrap();
+    // Process b keeps a local copy of item 0 (once its tier is subscribed).
+    let b_serves_locally = eventually(Duration::from_secs(5), || async {
+        item(&b, &calls, 0).await;
+        let before = calls.get();
+        item(&b, &calls, 0).await;
+        calls.get() == before && server.client().del::<_, u32>("app:item:0").is_ok() && {
+            let before = calls.get();
+            item(&b, &calls, 0).await;
+            calls.get() == before
+        }
+    })
+    .await;
+    assert!(
+        b_serves_locally.is_some(),
+        "b's local tier never served item 0"
+    );
+    item(&a, &calls, 0).await;
+    assert!(server.keys().iter().any(|key| key.starts_with("app:")));
+
+    assert!(a.clear().await.unwrap() >= 3);
+    let keys = server.keys();
+    assert!(
+        keys.iter().all(|key| !key.starts_with("app:")),
+        "left under the prefix: {keys:?}"
+    );
+    assert!(keys.contains(&"unprefixed".to_string()));
+    assert!(keys.iter().any(|key| key.starts_with("other:")));
+    // b's local copy goes with the eviction's message.
+    let b_dropped = eventually(Duration::from_secs(5), || async {
+        let before = calls.get();
+        item(&b, &calls, 0).await;
+        calls.get() > before
+    })
+    .await;
+    assert!(
+        b_dropped.is_some(),
+        "b still serves its local copy after clear"
+    );
+
+    let unprefixed = server.cache();
+    match unprefixed.clear().await {
+        Err(CacheError::NoKeyPrefix) => {}
+        other => panic!("a cache without a prefix cleared: {other:?}"),
+    }
+    assert!(server.exists("unprefixed"));
+}
