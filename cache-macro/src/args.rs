@@ -7,7 +7,7 @@
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
-use syn::{Expr, Ident, LitBool, LitInt, LitStr, Token};
+use syn::{Expr, Ident, Lit, LitBool, LitStr, Token};
 
 use Attribute::{Cached, Evict, Put};
 
@@ -47,11 +47,11 @@ impl Attribute {
 #[rustfmt::skip]
 const ARGUMENTS: &[Argument] = &[
     Argument::new("key",        ALL,             Kind::Str(|args| &mut args.keys, &[Evict], "\"user:{id}\"")),
-    Argument::new("ttl",        &[Cached, Put],  Kind::Seconds(|args| &mut args.ttl, "60")),
+    Argument::new("ttl",        &[Cached, Put],  Kind::Duration(|args| &mut args.ttl, "60")),
     Argument::new("tag",        ALL,             Kind::Str(|args| &mut args.tags, ALL, "\"users\"")),
     Argument::new("cache_none", &[Cached, Put],  Kind::Bool(|args| &mut args.cache_none)),
     Argument::new("cache",      ALL,             Kind::Expr(|args| &mut args.cache)),
-    Argument::new("stale",      &[Cached],       Kind::Seconds(|args| &mut args.stale, "300")),
+    Argument::new("stale",      &[Cached],       Kind::Duration(|args| &mut args.stale, "300")),
     Argument::new("lock",       &[Cached],       Kind::Bool(|args| &mut args.lock)),
     Argument::new("coalesce",   &[Cached],       Kind::Bool(|args| &mut args.coalesce)),
     Argument::new("before",     &[Evict],        Kind::Bool(|args| &mut args.before)),
@@ -85,8 +85,9 @@ enum Kind {
         &'static [Attribute],
         &'static str,
     ),
-    /// An integer literal, a number of seconds: the field and an example.
-    Seconds(fn(&mut Args) -> &mut Option<Given<LitInt>>, &'static str),
+    /// A duration: an integer literal (seconds) or a string literal with a
+    /// unit (`"250ms"`); the field and an example.
+    Duration(fn(&mut Args) -> &mut Option<Given<Lit>>, &'static str),
     /// `true` or `false`.
     Bool(fn(&mut Args) -> &mut Option<Given<LitBool>>),
     /// Any expression; syn's own errors say what is wrong with it.
@@ -111,10 +112,10 @@ impl Given<LitBool> {
 pub struct Args {
     pub keys: Vec<LitStr>,
     pub tags: Vec<LitStr>,
-    pub ttl: Option<Given<LitInt>>,
+    pub ttl: Option<Given<Lit>>,
     pub cache_none: Option<Given<LitBool>>,
     pub cache: Option<Given<Expr>>,
-    pub stale: Option<Given<LitInt>>,
+    pub stale: Option<Given<Lit>>,
     pub lock: Option<Given<LitBool>>,
     pub coalesce: Option<Given<LitBool>>,
     pub before: Option<Given<LitBool>>,
@@ -184,14 +185,15 @@ impl Args {
                 }
                 values.push(value);
             }
-            Kind::Seconds(field, example) => {
-                let value = value(
-                    input,
-                    &format!(
-                        "`{}` must be a whole number of seconds, as in `{} = {example}`",
-                        argument.name, argument.name
-                    ),
-                )?;
+            Kind::Duration(field, example) => {
+                let message = format!(
+                    "`{0}` must be a whole number of seconds or a string with a unit, as in `{0} = {example}` or `{0} = \"{example}s\"`",
+                    argument.name
+                );
+                let value: Lit = value(input, &message)?;
+                if !matches!(value, Lit::Int(_) | Lit::Str(_)) {
+                    return Err(syn::Error::new(value.span(), message));
+                }
                 set_once(field(self), Given { name, value }, argument.name)?;
             }
             Kind::Bool(field) => {

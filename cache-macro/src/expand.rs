@@ -74,7 +74,7 @@ fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
 //
 // Output:
 //     async fn get_user(db: &Pool, id: i64) -> Result<User, Error> {
-//         static __CACHE_SITE: CallSite = CallSite::new("crate::module::get_user").ttl_secs(60);
+//         static __CACHE_SITE: CallSite = CallSite::new("crate::module::get_user").ttl_millis(60000);
 //         assert_storable::<OkValues, Result<User, Error>>();
 //         // With `cache = EXPR`: `&Clone::clone(CacheSource::cache(&(EXPR)))`.
 //         match CacheSource::cache(&default_cache()) {
@@ -112,7 +112,7 @@ fn expand_cached(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> T
     // With `stale`, the body may run in the background after the caller has
     // its (stale) value, so it must be `Send + 'static`: that entry point
     // says so, and the compiler checks it.
-    let entry_point = if plan.stale_seconds.is_some() {
+    let entry_point = if plan.stale_millis.is_some() {
         format_ident!("cached_call_stale")
     } else {
         format_ident!("cached_call")
@@ -512,15 +512,15 @@ fn local_ops(plan: &Plan, shape: &TokenStream, return_type: &Type) -> TokenStrea
     }}
 }
 
-/// `.ttl_secs(60).stale_secs(300).lock(true)`: the attribute's options, set
-/// on the function's `static` call site.
+/// `.ttl_millis(60000).stale_millis(300000).lock(true)`: the attribute's
+/// options, set on the function's `static` call site.
 fn call_options(plan: &Plan) -> TokenStream {
     let mut options = TokenStream::new();
-    if let Some(seconds) = plan.ttl_seconds {
-        options.extend(quote!(.ttl_secs(#seconds)));
+    if let Some(millis) = plan.ttl_millis {
+        options.extend(quote!(.ttl_millis(#millis)));
     }
-    if let Some(seconds) = plan.stale_seconds {
-        options.extend(quote!(.stale_secs(#seconds)));
+    if let Some(millis) = plan.stale_millis {
+        options.extend(quote!(.stale_millis(#millis)));
     }
     if plan.lock {
         options.extend(quote!(.lock(true)));

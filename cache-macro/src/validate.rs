@@ -14,8 +14,8 @@ pub struct Plan {
     pub key: KeyPlan,
     /// Tag templates: sets that each stored entry joins.
     pub tags: Vec<Template>,
-    pub ttl_seconds: Option<u64>,
-    pub stale_seconds: Option<u64>,
+    pub ttl_millis: Option<u64>,
+    pub stale_millis: Option<u64>,
     /// Where `stale = …` is written: the errors saying that the body is not
     /// `Send + 'static`, as `stale` requires, point there.
     pub stale_span: Option<Span>,
@@ -115,16 +115,16 @@ pub fn validate(attribute: Attribute, args: &Args, function: &ItemFn) -> syn::Re
         .filter_map(|lit| check(lit, &mut errors))
         .collect();
 
-    let ttl_seconds = args.ttl.as_ref().and_then(|ttl| {
-        seconds(
+    let ttl_millis = args.ttl.as_ref().and_then(|ttl| {
+        duration_millis(
             &ttl.value,
             "ttl",
             "entries are never stored without an expiry",
             &mut errors,
         )
     });
-    let stale_seconds = args.stale.as_ref().and_then(|stale| {
-        seconds(
+    let stale_millis = args.stale.as_ref().and_then(|stale| {
+        duration_millis(
             &stale.value,
             "stale",
             "leave `stale` out to serve no stale values",
@@ -154,8 +154,8 @@ pub fn validate(attribute: Attribute, args: &Args, function: &ItemFn) -> syn::Re
         (None, Some(key), Some(return_type)) => Ok(Plan {
             key,
             tags,
-            ttl_seconds,
-            stale_seconds,
+            ttl_millis,
+            stale_millis,
             stale_span: args.stale.as_ref().map(|stale| stale.value.span()),
             lock: args.lock.as_ref().is_some_and(Given::is_true),
             coalesce: args.coalesce.as_ref().is_none_or(Given::is_true),
@@ -256,31 +256,95 @@ fn check_template(
 }
 
 /// A whole number of seconds greater than zero, without a suffix.
-fn seconds(lit: &syn::LitInt, name: &str, why_not_zero: &str, errors: &mut Errors) -> Option<u64> {
-    match lit.base10_parse::<u64>() {
-        Ok(0) => {
+/// A duration argument in milliseconds: an integer is seconds; a string is
+/// a whole number and a unit, `ms`, `s`, `m` or `h` (`"250ms"`, `"90s"`).
+/// Errors are spanned at the literal.
+fn duration_millis(
+    lit: &syn::Lit,
+    name: &str,
+    why_not_zero: &str,
+    errors: &mut Errors,
+) -> Option<u64> {
+    let (millis, span) = match lit {
+        syn::Lit::Int(int) => {
+            if !int.suffix().is_empty() {
+                errors.at(
+                    int.span(),
+                    format!(
+                        "`{name}` is a plain number of seconds, without a suffix; for another unit, write a string: `{name} = \"{}{}\"`",
+                        int.base10_digits(),
+                        int.suffix()
+                    ),
+                );
+                return None;
+            }
+            let Ok(seconds) = int.base10_parse::<u64>() else {
+                errors.at(int.span(), format!("`{name}` is too large"));
+                return None;
+            };
+            (seconds.checked_mul(1000), int.span())
+        }
+        syn::Lit::Str(string) => match parse_duration(&string.value()) {
+            Ok(millis) => (Some(millis), string.span()),
+            Err(why) => {
+                errors.at(string.span(), format!("`{name}`: {why}"));
+                return None;
+            }
+        },
+        other => {
             errors.at(
-                lit.span(),
+                other.span(),
+                format!("`{name}` must be a number of seconds or a string with a unit"),
+            );
+            return None;
+        }
+    };
+    match millis {
+        Some(0) => {
+            errors.at(
+                span,
                 format!("`{name}` must be greater than zero: {why_not_zero}"),
             );
             None
         }
-        Ok(seconds) if !lit.suffix().is_empty() => {
-            errors.at(
-                lit.span(),
-                format!("`{name}` is a plain number of seconds, without a suffix"),
-            );
-            Some(seconds)
-        }
-        Ok(seconds) => Some(seconds),
-        Err(_) => {
-            errors.at(
-                lit.span(),
-                format!("`{name}` must be a whole number of seconds greater than zero"),
-            );
+        Some(millis) => Some(millis),
+        None => {
+            errors.at(span, format!("`{name}` is too large"));
             None
         }
     }
+}
+
+/// `"250ms"`, `"90s"`, `"5m"`, `"1h"` in milliseconds, or why not.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    if number.is_empty() {
+        return Err(format!(
+            "`{text}` is not a duration: write a whole number and a unit, as in \"250ms\", \"90s\", \"5m\" or \"1h\""
+        ));
+    }
+    let per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" => {
+            return Err(format!(
+                "`\"{text}\"` has no unit: write `\"{text}s\"` (or `ms`, `m`, `h`), or the number of seconds without quotes"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown unit `{other}`: use `ms`, `s`, `m` or `h`, as in \"250ms\" or \"90s\""
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(per_unit))
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn check_return_type(output: &ReturnType, name_span: Span, errors: &mut Errors) -> Option<Type> {
@@ -424,4 +488,30 @@ fn check_delimiters(template: &Template, errors: &mut Errors) {
 /// Bytes that the runtime's escaping can emit (`cache_runtime::keys`).
 fn is_escaped_output(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'%')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_take_a_whole_number_and_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(parse_duration("90s"), Ok(90_000));
+        assert_eq!(parse_duration("5m"), Ok(300_000));
+        assert_eq!(parse_duration("1h"), Ok(3_600_000));
+        for wrong in [
+            "",
+            "s",
+            "60",
+            "1.5s",
+            "5d",
+            "-1s",
+            " 5s",
+            "5 s",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(wrong).is_err(), "{wrong:?}");
+        }
+    }
 }

@@ -61,10 +61,10 @@ pub struct CallSite {
 /// The attribute's options, fixed at compile time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallOptions {
-    /// `ttl`, in seconds; 0 for the cache's default.
-    pub(crate) ttl_secs: u64,
-    /// `stale`, in seconds; 0 for none.
-    pub(crate) stale_secs: u64,
+    /// `ttl`, in milliseconds; 0 for the cache's default.
+    pub(crate) ttl_millis: u64,
+    /// `stale`, in milliseconds; 0 for none.
+    pub(crate) stale_millis: u64,
     pub(crate) lock: bool,
     pub(crate) coalesce: bool,
     pub(crate) local: bool,
@@ -197,8 +197,8 @@ impl CallSite {
         CallSite {
             name,
             options: CallOptions {
-                ttl_secs: 0,
-                stale_secs: 0,
+                ttl_millis: 0,
+                stale_millis: 0,
                 lock: false,
                 coalesce: true,
                 local: false,
@@ -208,14 +208,14 @@ impl CallSite {
     }
 
     #[doc(hidden)]
-    pub const fn ttl_secs(mut self, seconds: u64) -> Self {
-        self.options.ttl_secs = seconds;
+    pub const fn ttl_millis(mut self, millis: u64) -> Self {
+        self.options.ttl_millis = millis;
         self
     }
 
     #[doc(hidden)]
-    pub const fn stale_secs(mut self, seconds: u64) -> Self {
-        self.options.stale_secs = seconds;
+    pub const fn stale_millis(mut self, millis: u64) -> Self {
+        self.options.stale_millis = millis;
         self
     }
 

@@ -100,6 +100,25 @@ async fn entries_expire_with_their_ttl() {
     assert_eq!(calls.get(), 2, "a miss once the TTL has passed");
 }
 
+#[redis_cached(key = "ms:{id}", ttl = "400ms", stale = "2m", cache = cache)]
+async fn in_milliseconds(cache: &Cache, id: u32) -> u32 {
+    id
+}
+
+#[tokio::test]
+async fn a_duration_with_a_unit_sets_the_entrys_expiry_to_the_millisecond() {
+    let server = RedisServer::start();
+    let cache = server.cache();
+    in_milliseconds(&cache, 1).await;
+
+    // The TTL less at most 10% jitter, plus `stale`.
+    let ttl_ms: i64 = server.client().pttl("ms:1").unwrap();
+    assert!(
+        (120_000 + 300..=120_000 + 400).contains(&ttl_ms),
+        "{ttl_ms} ms"
+    );
+}
+
 #[redis_cached(key = "default-ttl:{id}", cache = cache)]
 async fn default_ttl(cache: &Cache, id: u32) -> u32 {
     id

@@ -155,7 +155,7 @@ fn entry_of<S: Shape<R>, R>(engine: &Engine, site: &CallSite, result: &R) -> Ent
         return Entry::Nothing;
     };
     let ttl = site_ttl(engine, site);
-    let stale = Duration::from_secs(site.options.stale_secs);
+    let stale = Duration::from_millis(site.options.stale_millis);
     let fresh_until =
         (!stale.is_zero()).then(|| codec::now_millis().saturating_add(crate::units::millis(ttl)));
     let max_value_size = engine.config.max_value_size;
@@ -335,9 +335,9 @@ async fn store(
 
 /// The function's TTL, less jitter.
 fn site_ttl(engine: &Engine, site: &CallSite) -> Duration {
-    let ttl = match site.options.ttl_secs {
+    let ttl = match site.options.ttl_millis {
         0 => engine.config.default_ttl,
-        seconds => Duration::from_secs(seconds),
+        millis => Duration::from_millis(millis),
     };
     engine.jittered(ttl)
 }
