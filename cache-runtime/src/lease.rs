@@ -177,17 +177,8 @@ impl Drop for Lease {
         if self.done {
             return;
         }
-        let (store, key, marker) = (
-            self.store.clone(),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.marker),
-        );
-        // Not awaited by anyone: if Redis stays unreachable, the lease expires.
-        if let Ok(io) = crate::io::io_runtime() {
-            io.spawn(async move {
-                let _ = store.delete_if_holds(&key, &marker[..]).await;
-            });
-        }
+        self.store
+            .release_in_background(std::mem::take(&mut self.key), &self.marker);
     }
 }
 

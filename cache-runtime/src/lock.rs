@@ -81,32 +81,7 @@ impl Drop for HeldLock {
         if self.released {
             return;
         }
-        let (store, key, token) = (
-            self.store.clone(),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.token),
-        );
-        // Not awaited by anyone: if Redis is unreachable, the lease expires.
-        if let Ok(io) = crate::io::io_runtime() {
-            io.spawn(async move { release_in_background(&store, &key, &token).await });
-        }
+        self.store
+            .release_in_background(std::mem::take(&mut self.key), self.token.as_bytes());
     }
 }
-
-/// A release, retried while Redis is unreachable: run in the background for
-/// locks whose holder is gone. After the last try the lease expires it.
-async fn release_in_background(store: &Store, key: &str, token: &str) {
-    for delay in RELEASE_RETRY_DELAYS {
-        if store.delete_if_holds(key, token).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(delay).await;
-    }
-}
-
-const RELEASE_RETRY_DELAYS: [Duration; 4] = [
-    Duration::from_millis(100),
-    Duration::from_millis(300),
-    Duration::from_secs(1),
-    Duration::ZERO,
-];

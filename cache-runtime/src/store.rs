@@ -3,6 +3,7 @@
 //! above this module builds a command; the local tier's subscription, which
 //! has a pub/sub connection of its own, only subscribes and PINGs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
@@ -251,23 +252,10 @@ impl Store {
                 script
             }
         };
-        let taken = |reply: Option<&Value>| matches!(reply, Some(Value::Okay | Value::Int(1)));
-        if tags.is_empty() || self.is_cluster() {
-            // In a cluster, the entry and each tag set live in their own slots.
-            if !taken(Some(&self.connection.send(&take).await?)) {
-                return Ok(false);
-            }
-            self.join_tag_sets(key, lease, tags).await?;
-            return Ok(true);
-        }
-        let mut pipeline = redis::pipe();
-        pipeline.add_command(take);
-        for tag in tags {
-            tag_commands(&mut pipeline, key, tag, lease_ms);
-        }
-        let replies = self.connection.send_pipeline(&pipeline).await?;
-        check_replies(&replies)?;
-        Ok(taken(replies.first()))
+        self.send_joining_tag_sets(take, key, lease, tags, |reply| {
+            matches!(reply, Value::Okay | Value::Int(1))
+        })
+        .await
     }
 
     /// Stores an entry only while its key still holds `expected` (a lease's
@@ -282,7 +270,6 @@ impl Store {
         ttl: Duration,
         tags: &[String],
     ) -> Result<bool, CacheError> {
-        let ttl_ms = ttl_millis(ttl);
         let mut replace = redis::cmd("EVAL");
         replace
             .arg(REPLACE_IF_HOLDS)
@@ -290,22 +277,41 @@ impl Store {
             .arg(key)
             .arg(expected)
             .arg(bytes)
-            .arg(ttl_ms);
+            .arg(ttl_millis(ttl));
+        self.send_joining_tag_sets(replace, key, ttl, tags, |reply| {
+            matches!(reply, Value::Int(1))
+        })
+        .await
+    }
+
+    /// Sends `command` (on `key`), and if its reply is `done`, adds `key` to
+    /// each tag set with an expiry no shorter than `ttl`: in the same
+    /// pipeline on a single server (the sets' commands are sent whatever the
+    /// reply, harmlessly), one round trip each in a cluster, where every set
+    /// lives in its own slot. Whether the reply was `done`.
+    async fn send_joining_tag_sets(
+        &self,
+        command: redis::Cmd,
+        key: &str,
+        ttl: Duration,
+        tags: &[String],
+        done: fn(&Value) -> bool,
+    ) -> Result<bool, CacheError> {
         if tags.is_empty() || self.is_cluster() {
-            let replaced = matches!(self.connection.send(&replace).await?, Value::Int(1));
-            if replaced && !tags.is_empty() {
-                self.join_tag_sets(key, ttl, tags).await?;
+            if !done(&self.connection.send(&command).await?) {
+                return Ok(false);
             }
-            return Ok(replaced);
+            self.join_tag_sets(key, ttl, tags).await?;
+            return Ok(true);
         }
         let mut pipeline = redis::pipe();
-        pipeline.add_command(replace);
+        pipeline.add_command(command);
         for tag in tags {
-            tag_commands(&mut pipeline, key, tag, ttl_ms);
+            tag_commands(&mut pipeline, key, tag, ttl_millis(ttl));
         }
         let replies = self.connection.send_pipeline(&pipeline).await?;
         check_replies(&replies)?;
-        Ok(matches!(replies.first(), Some(Value::Int(1))))
+        Ok(replies.first().is_some_and(done))
     }
 
     /// Extends `key`'s expiry to `ttl` only while it holds `expected` (one
@@ -339,6 +345,30 @@ impl Store {
             self.send_checked_pipeline(&pipeline).await?;
         }
         Ok(())
+    }
+
+    /// [`Store::delete_if_holds`] on the I/O runtime, retried while Redis is
+    /// unreachable, for a lock or lease whose holder is gone (dropped by a
+    /// panic or a cancellation). Not awaited by anyone: after the last try,
+    /// the key's own expiry removes it.
+    pub(crate) fn release_in_background(self: &Arc<Self>, key: String, token: &[u8]) {
+        const RETRY_DELAYS: [Duration; 4] = [
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+            Duration::ZERO,
+        ];
+        let (store, token) = (self.clone(), token.to_vec());
+        if let Ok(io) = crate::io::io_runtime() {
+            io.spawn(async move {
+                for delay in RETRY_DELAYS {
+                    if store.delete_if_holds(&key, &token[..]).await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            });
+        }
     }
 
     /// Deletes `key` only if it still holds `token` (one script).

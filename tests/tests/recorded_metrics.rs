@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use cache_runtime::{Cache, cache_evict, cache_put, redis_cached};
 use cache_tests::RedisServer;
 use metrics::{Key, Label, Unit};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};
 
 #[redis_cached(key = "recorded:{id}", ttl = 60, cache = cache)]
@@ -31,12 +31,13 @@ async fn evicted(cache: &Cache, id: u32) {
     let _ = id;
 }
 
-#[test]
-fn a_miss_then_a_hit_are_recorded_with_the_function_and_tier_labels() {
+/// Runs `calls` on a cache on a server of its own, with a recorder of its
+/// own installed on this thread, whose current-thread runtime polls the
+/// calls here; returns what the recorder holds.
+fn recording(calls: impl AsyncFnOnce(&Cache)) -> Snapshotter {
     let server = RedisServer::start();
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    // This thread's recorder; the current-thread runtime polls the calls here.
     metrics::with_local_recorder(&recorder, || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -44,9 +45,17 @@ fn a_miss_then_a_hit_are_recorded_with_the_function_and_tier_labels() {
             .unwrap()
             .block_on(async {
                 let cache = server.cache();
-                assert_eq!(recorded(&cache, 1).await, 1);
-                assert_eq!(recorded(&cache, 1).await, 1);
+                calls(&cache).await;
             });
+    });
+    snapshotter
+}
+
+#[test]
+fn a_miss_then_a_hit_are_recorded_with_the_function_and_tier_labels() {
+    let snapshotter = recording(async |cache| {
+        assert_eq!(recorded(cache, 1).await, 1);
+        assert_eq!(recorded(cache, 1).await, 1);
     });
 
     let snapshot = snapshotter.snapshot().into_hashmap();
@@ -101,21 +110,11 @@ fn a_miss_then_a_hit_are_recorded_with_the_function_and_tier_labels() {
 /// the recorder of the first call, so two tests with a recorder each would
 /// race for the descriptions that the test above checks.
 fn each_kind_of_function_has_only_the_series_it_records() {
-    let server = RedisServer::start();
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let cache = server.cache();
-                assert_eq!(stored(&cache, 2).await, 2);
-                assert_eq!(read(&cache, 2).await, 2);
-                evicted(&cache, 2).await;
-                read_invalidate(&cache, 2).await.unwrap();
-            });
+    let snapshotter = recording(async |cache| {
+        assert_eq!(stored(cache, 2).await, 2);
+        assert_eq!(read(cache, 2).await, 2);
+        evicted(cache, 2).await;
+        read_invalidate(cache, 2).await.unwrap();
     });
 
     let snapshot = snapshotter.snapshot().into_vec();
