@@ -9,9 +9,14 @@
 //!              ├─ follower ─ wait for the leader's entry ─► return it
 //!              └─ leader
 //!                   │ `lock`: take the Redis lock, or wait for its holder's entry
-//!                   └─ lead the run: the body, then share and store the
-//!                      entry if the shape allows ─────────► return the result
+//!                   │ lease: take it, or wait for its holder's entry
+//!                   └─ lead the run: the body, then store the entry under
+//!                      the lease, and share it, if the shape
+//!                      allows ────────────────────────────► return the result
 //! ```
+//!
+//! The steps before the body are in `start.rs`, the run and its store in
+//! `run.rs`; the lease itself in `lease.rs`.
 //!
 //! One lookup phase serves both entry points, parameterised by its
 //! [`HitPolicy`]: [`FreshOnly`] for functions without `stale`, [`StaleAware`]
