@@ -16,7 +16,7 @@ use crate::announce::Announcer;
 use crate::change::Change;
 use crate::codec::{self, Decoded};
 use crate::config::Config;
-use crate::error::ConfigError;
+use crate::error::{CacheError, ConfigError};
 use crate::flight::Flights;
 use crate::incident::{Incident, Incidents};
 use crate::keys::{KeyBuilder, TAG_MARKER};
@@ -71,6 +71,18 @@ impl Engine {
 
     pub(crate) fn incidents(&self) -> &Incidents {
         self.store.incidents()
+    }
+
+    /// Logs (rate-limited, password scrubbed) a Redis operation that
+    /// failed: `what` happened, because of `error`.
+    pub(crate) fn warn_redis_failed(&self, incident: Incident, what: &str, error: &CacheError) {
+        self.incidents().warn(incident, || {
+            format!(
+                "{what}: {} (Redis at {})",
+                self.store.scrub(error),
+                self.store.redacted_url()
+            )
+        });
     }
 
     /// The local tier, started on first use.

@@ -321,15 +321,13 @@ async fn lookup_with_ttl<T: DeserializeOwned>(
     (Lookup::Hit(decoded), bounds)
 }
 
-/// Logs (rate-limited, password scrubbed) a lookup that Redis failed.
+/// Logs a lookup that Redis failed.
 fn warn_lookup_failed(engine: &Engine, error: &crate::error::CacheError) {
-    engine.incidents().warn(Incident::Lookup, || {
-        format!(
-            "cache lookup failed, running the function uncached: {} (Redis at {})",
-            engine.store.scrub(error),
-            engine.store.redacted_url()
-        )
-    });
+    engine.warn_redis_failed(
+        Incident::Lookup,
+        "cache lookup failed, running the function uncached",
+        error,
+    );
 }
 
 /// The local tier one call uses, and how.

@@ -286,10 +286,8 @@ async fn store_guarded(
     ttl: Duration,
     guard: StoreGuard,
 ) -> Result<bool, ()> {
-    let expected = match &guard {
-        StoreGuard::Lease(lease) => lease.marker(),
-        StoreGuard::Replaces(stale) => stale.as_slice(),
-        StoreGuard::Unchecked { .. } => return Ok(false),
+    let Some(expected) = guard.expected() else {
+        return Ok(false);
     };
     let result = engine
         .store
@@ -306,15 +304,13 @@ async fn store_guarded(
     result.map_err(|error| warn_store_failed(engine, &error))
 }
 
-/// Logs (rate-limited, password scrubbed) a store that Redis failed.
+/// Logs a store that Redis failed.
 fn warn_store_failed(engine: &Engine, error: &crate::error::CacheError) {
-    engine.incidents().warn(Incident::Store, || {
-        format!(
-            "cache store failed; the result is returned but not cached: {} (Redis at {})",
-            engine.store.scrub(error),
-            engine.store.redacted_url()
-        )
-    });
+    engine.warn_redis_failed(
+        Incident::Store,
+        "cache store failed; the result is returned but not cached",
+        error,
+    );
 }
 
 /// Stores an encoded entry and its membership in the tag sets `tags` (full

@@ -215,16 +215,22 @@ impl StoreGuard {
     /// callers: its lease still stands (no eviction came), or Redis failed
     /// the lookup.
     pub(super) async fn shareable(&self, engine: &Engine, key: &str) -> bool {
+        match self.expected() {
+            Some(expected) => matches!(
+                engine.store.get(key).await,
+                Ok(Some(bytes)) if bytes == expected
+            ),
+            None => matches!(self, StoreGuard::Unchecked { shared: true }),
+        }
+    }
+
+    /// What the key must hold for a store to replace it: the lease's marker,
+    /// or the stale entry; `None` when nothing can be checked.
+    pub(super) fn expected(&self) -> Option<&[u8]> {
         match self {
-            StoreGuard::Lease(lease) => matches!(
-                engine.store.get(key).await,
-                Ok(Some(bytes)) if bytes == lease.marker()
-            ),
-            StoreGuard::Replaces(stale) => matches!(
-                engine.store.get(key).await,
-                Ok(Some(bytes)) if bytes == *stale
-            ),
-            StoreGuard::Unchecked { shared } => *shared,
+            StoreGuard::Lease(lease) => Some(lease.marker()),
+            StoreGuard::Replaces(stale) => Some(stale),
+            StoreGuard::Unchecked { .. } => None,
         }
     }
 
