@@ -57,6 +57,10 @@ const ARGUMENTS: &[Argument] = &[
     Argument::new("before",     &[Evict],        Kind::Bool(|args| &mut args.before)),
     Argument::new("propagate",  &[Evict],        Kind::Bool(|args| &mut args.propagate)),
     Argument::new("local",      &[Cached],       Kind::Bool(|args| &mut args.local)),
+    Argument::new("fail_safe",  &[Cached],       Kind::Duration(|args| &mut args.fail_safe, "3600")),
+    Argument::new("fail_safe_throttle", &[Cached], Kind::Duration(|args| &mut args.fail_safe_throttle, "5")),
+    Argument::new("soft_timeout", &[Cached],     Kind::Duration(|args| &mut args.soft_timeout, "1")),
+    Argument::new("early_refresh", &[Cached],    Kind::Bool(|args| &mut args.early_refresh)),
 ];
 
 const ALL: &[Attribute] = &[Cached, Put, Evict];
@@ -121,6 +125,10 @@ pub struct Args {
     pub before: Option<Given<LitBool>>,
     pub propagate: Option<Given<LitBool>>,
     pub local: Option<Given<LitBool>>,
+    pub fail_safe: Option<Given<Lit>>,
+    pub fail_safe_throttle: Option<Given<Lit>>,
+    pub soft_timeout: Option<Given<Lit>>,
+    pub early_refresh: Option<Given<LitBool>>,
 }
 
 impl Args {
@@ -282,7 +290,7 @@ mod tests {
         );
         assert_eq!(
             error(Cached, "type = 5"),
-            "expected one of: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`, `lock`, `coalesce`, `before`, `propagate`, `local`"
+            "expected one of: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`, `lock`, `coalesce`, `before`, `propagate`, `local`, `fail_safe`, `fail_safe_throttle`, `soft_timeout`, `early_refresh`"
         );
     }
 

@@ -109,11 +109,11 @@ fn expand_cached(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> T
     let cache_source = cache_source(cache);
     let key = key_expr(plan, &name);
     let tags = tags_expr(&plan.tags);
-    // With `stale`, the body may run in the background after the caller has
-    // its (stale) value, so it must be `Send + 'static`: that entry point
-    // says so, and the compiler checks it.
-    let entry_point = if plan.stale_millis.is_some() {
-        format_ident!("cached_call_stale")
+    // With `stale`, `soft_timeout` or `early_refresh`, the body may run in
+    // the background after the caller has an answer, so it must be
+    // `Send + 'static`: that entry point says so, and the compiler checks it.
+    let entry_point = if plan.detach_span.is_some() {
+        format_ident!("cached_call_detachable")
     } else {
         format_ident!("cached_call")
     };
@@ -121,11 +121,11 @@ fn expand_cached(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> T
     // Spanned at the return type too: the call and its `.await` require the
     // same `Shape` as `assert_storable`, and rustc reports a failed obligation
     // once per span, so a return type that cannot be cached gives one error
-    // rather than three (two of them at the attribute). With `stale`, at
-    // `stale = …` instead: there the call also requires the body to be
-    // `Send + 'static`, and that is what a body that borrows a parameter or
-    // holds an `Rc` is told.
-    let call_span = plan.stale_span.unwrap_or_else(|| return_type.span());
+    // rather than three (two of them at the attribute). With `stale` (or
+    // `soft_timeout`, `early_refresh`), at its value instead: there the call
+    // also requires the body to be `Send + 'static`, and that is what a body
+    // that borrows a parameter or holds an `Rc` is told.
+    let call_span = plan.detach_span.unwrap_or_else(|| return_type.span());
     let local_ops = local_ops(plan, &shape, return_type);
     let call = quote_spanned! {call_span=>
         ::cache_runtime::__private::#entry_point::<#shape, #return_type, _>(
@@ -521,6 +521,18 @@ fn call_options(plan: &Plan) -> TokenStream {
     }
     if let Some(millis) = plan.stale_millis {
         options.extend(quote!(.stale_millis(#millis)));
+    }
+    if let Some(millis) = plan.fail_safe_millis {
+        options.extend(quote!(.fail_safe_millis(#millis)));
+    }
+    if let Some(millis) = plan.fail_safe_throttle_millis {
+        options.extend(quote!(.fail_safe_throttle_millis(#millis)));
+    }
+    if let Some(millis) = plan.soft_timeout_millis {
+        options.extend(quote!(.soft_timeout_millis(#millis)));
+    }
+    if plan.early_refresh {
+        options.extend(quote!(.early_refresh(true)));
     }
     if plan.lock {
         options.extend(quote!(.lock(true)));

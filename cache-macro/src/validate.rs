@@ -16,9 +16,14 @@ pub struct Plan {
     pub tags: Vec<Template>,
     pub ttl_millis: Option<u64>,
     pub stale_millis: Option<u64>,
-    /// Where `stale = …` is written: the errors saying that the body is not
-    /// `Send + 'static`, as `stale` requires, point there.
-    pub stale_span: Option<Span>,
+    pub fail_safe_millis: Option<u64>,
+    pub fail_safe_throttle_millis: Option<u64>,
+    pub soft_timeout_millis: Option<u64>,
+    pub early_refresh: bool,
+    /// Where `stale`, or else `soft_timeout`, or else `early_refresh` is
+    /// written: each may run the body after its caller has an answer, so the
+    /// errors saying that the body is not `Send + 'static` point there.
+    pub detach_span: Option<Span>,
     pub lock: bool,
     pub coalesce: bool,
     /// Where `local = true` is written, if it is.
@@ -132,6 +137,33 @@ pub fn validate(attribute: Attribute, args: &Args, function: &ItemFn) -> syn::Re
         )
     });
 
+    let fail_safe_millis = args.fail_safe.as_ref().and_then(|fail_safe| {
+        duration_millis(
+            &fail_safe.value,
+            "fail_safe",
+            "leave `fail_safe` out to keep no value past its TTL",
+            &mut errors,
+        )
+    });
+    let fail_safe_throttle_millis = args.fail_safe_throttle.as_ref().and_then(|throttle| {
+        duration_millis(
+            &throttle.value,
+            "fail_safe_throttle",
+            "leave `fail_safe_throttle` out to run the body again at the next call",
+            &mut errors,
+        )
+    });
+    let soft_timeout_millis = args.soft_timeout.as_ref().and_then(|soft_timeout| {
+        duration_millis(
+            &soft_timeout.value,
+            "soft_timeout",
+            "leave `soft_timeout` out to wait for the body",
+            &mut errors,
+        )
+    });
+    let early_refresh = args.early_refresh.as_ref().is_some_and(Given::is_true);
+    check_fail_safe(args, return_type.as_ref(), &mut errors);
+
     let local = args
         .local
         .as_ref()
@@ -156,7 +188,11 @@ pub fn validate(attribute: Attribute, args: &Args, function: &ItemFn) -> syn::Re
             tags,
             ttl_millis,
             stale_millis,
-            stale_span: args.stale.as_ref().map(|stale| stale.value.span()),
+            fail_safe_millis,
+            fail_safe_throttle_millis,
+            soft_timeout_millis,
+            early_refresh,
+            detach_span: detach_span(args),
             lock: args.lock.as_ref().is_some_and(Given::is_true),
             coalesce: args.coalesce.as_ref().is_none_or(Given::is_true),
             local,
@@ -222,6 +258,50 @@ pub fn validate_evict(args: &Args, function: &ItemFn) -> syn::Result<EvictPlan> 
     }
 }
 
+/// `fail_safe`, `fail_safe_throttle` and `soft_timeout` together: the last
+/// two need the first, which needs a body that can fail or be slow.
+fn check_fail_safe(args: &Args, return_type: Option<&Type>, errors: &mut Errors) {
+    let fail_safe = args.fail_safe.as_ref();
+    if let (Some(throttle), None) = (&args.fail_safe_throttle, fail_safe) {
+        errors.at(
+            throttle.name,
+            "`fail_safe_throttle` needs `fail_safe = …`: it answers calls with the last good value that `fail_safe` keeps",
+        );
+    }
+    if let (Some(soft_timeout), None) = (&args.soft_timeout, fail_safe) {
+        errors.at(
+            soft_timeout.name,
+            "`soft_timeout` needs `fail_safe = …`: a slow body is answered with the last good value that `fail_safe` keeps past the TTL (a `stale` value is already served at once)",
+        );
+    }
+    let can_fail = return_type.is_some_and(|ty| shape_of(ty) == Shape::OkValues);
+    if let Some(fail_safe) = fail_safe
+        && !can_fail
+        && args.soft_timeout.is_none()
+    {
+        errors.at(
+            fail_safe.name,
+            "`fail_safe` answers a failed call with the last good value, and this function cannot fail: return a `Result`, or add `soft_timeout = …` to answer slow calls",
+        );
+    }
+}
+
+/// Where `stale`, or else `soft_timeout`, or else `early_refresh = true`,
+/// is written: any of them may run the body after its caller has an answer.
+fn detach_span(args: &Args) -> Option<Span> {
+    let early_refresh = args
+        .early_refresh
+        .as_ref()
+        .filter(|early| early.is_true())
+        .map(|early| early.value.span());
+    [args.stale.as_ref(), args.soft_timeout.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|given| given.value.span())
+        .chain(early_refresh)
+        .next()
+}
+
 fn check_async(attribute: Attribute, sig: &syn::Signature, errors: &mut Errors) {
     if sig.asyncness.is_none() {
         errors.at(
@@ -255,7 +335,6 @@ fn check_template(
     }
 }
 
-/// A whole number of seconds greater than zero, without a suffix.
 /// A duration argument in milliseconds: an integer is seconds; a string is
 /// a whole number and a unit, `ms`, `s`, `m` or `h` (`"250ms"`, `"90s"`).
 /// Errors are spanned at the literal.

@@ -162,7 +162,8 @@ impl Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<(), CacheError> {
-        let bytes = crate::codec::encode(value, None).map_err(CacheError::Encode)?;
+        let bytes = crate::codec::encode(value, crate::codec::Metadata::default())
+            .map_err(CacheError::Encode)?;
         let max = self.engine.config.max_value_size;
         if bytes.len() > max {
             return Err(CacheError::TooLarge {

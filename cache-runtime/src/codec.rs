@@ -1,8 +1,11 @@
 //! The stored format: JSON in a small, versioned envelope.
 //!
 //! `redis-cli GET user:42` shows `{"v":1,"data":{"id":42,…}}`. Functions with
-//! `stale = …` also store when the value stops being fresh, in milliseconds
-//! since the Unix epoch: `{"v":1,"exp":1764150000000,"data":…}`. The version
+//! `stale`, `fail_safe` or `early_refresh` also store when the value stops
+//! being fresh, in milliseconds since the Unix epoch:
+//! `{"v":1,"exp":1764150000000,"data":…}`; with `early_refresh`, also how
+//! long the body took, in milliseconds (`"took":120`), which weighs how early
+//! a refresh starts. The version
 //! lets a future release change the layout; an entry with any other version,
 //! or whose `data` no longer matches the Rust type (the struct changed), is
 //! treated as a miss and overwritten by the next store.
@@ -29,6 +32,8 @@ struct EnvelopeRef<'a, T: ?Sized> {
     v: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    took: Option<u64>,
     data: &'a T,
 }
 
@@ -37,6 +42,8 @@ struct Envelope<T> {
     v: u32,
     #[serde(default)]
     exp: Option<u64>,
+    #[serde(default)]
+    took: Option<u64>,
     data: T,
 }
 
@@ -44,18 +51,31 @@ struct Envelope<T> {
 pub struct Decoded<T> {
     pub value: T,
     /// When the value stops being fresh (ms since the Unix epoch), for
-    /// entries written with `stale`.
+    /// entries written with `stale`, `fail_safe` or `early_refresh`.
     pub fresh_until: Option<u64>,
+    /// How long the body took to make the value (ms), for entries written
+    /// with `early_refresh`.
+    pub took_millis: Option<u64>,
+}
+
+/// What an envelope carries beside its value.
+#[derive(Clone, Copy, Default)]
+pub struct Metadata {
+    /// When the value stops being fresh (ms since the Unix epoch).
+    pub fresh_until: Option<u64>,
+    /// How long the body took (ms).
+    pub took_millis: Option<u64>,
 }
 
 /// Serializes `value` inside the envelope.
 pub fn encode<T: Serialize + ?Sized>(
     value: &T,
-    fresh_until: Option<u64>,
+    metadata: Metadata,
 ) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&EnvelopeRef {
         v: FORMAT_VERSION,
-        exp: fresh_until,
+        exp: metadata.fresh_until,
+        took: metadata.took_millis,
         data: value,
     })
 }
@@ -90,6 +110,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<T>, DecodeErr
     Ok(Decoded {
         value: envelope.data,
         fresh_until: envelope.exp,
+        took_millis: envelope.took,
     })
 }
 
@@ -106,7 +127,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_is_readable() {
-        let bytes = encode(&vec![1, 2, 3], None).unwrap();
+        let bytes = encode(&vec![1, 2, 3], Metadata::default()).unwrap();
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),
             r#"{"v":1,"data":[1,2,3]}"#
@@ -114,12 +135,20 @@ mod tests {
         let decoded = decode::<Vec<i32>>(&bytes).unwrap();
         assert_eq!((decoded.value, decoded.fresh_until), (vec![1, 2, 3], None));
 
-        let bytes = encode("x", Some(17)).unwrap();
+        let metadata = Metadata {
+            fresh_until: Some(17),
+            took_millis: Some(3),
+        };
+        let bytes = encode("x", metadata).unwrap();
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),
-            r#"{"v":1,"exp":17,"data":"x"}"#
+            r#"{"v":1,"exp":17,"took":3,"data":"x"}"#
         );
-        assert_eq!(decode::<String>(&bytes).unwrap().fresh_until, Some(17));
+        let decoded = decode::<String>(&bytes).unwrap();
+        assert_eq!(
+            (decoded.fresh_until, decoded.took_millis),
+            (Some(17), Some(3))
+        );
     }
 
     #[test]

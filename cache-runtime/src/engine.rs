@@ -1,7 +1,7 @@
 //! The engine: holds the working parts one cache is made of (its
-//! configuration, store, flights, local tier, announcer and parked
-//! evictions), shared by every handle on the cache and by its background
-//! tasks. Its methods are the small steps that need several parts at once
+//! configuration, store, flights, local tier, announcer, parked evictions
+//! and fail-safe throttles), shared by every handle on the cache and by its
+//! background tasks. Its methods are the small steps that need several parts at once
 //! (announcing a change also drops the local copy; decoding logs what does
 //! not decode); the calls and evictions are run by [`crate::call`] and
 //! [`crate::evict`].
@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::announce::Announcer;
 use crate::change::Change;
-use crate::codec::{self, Decoded};
+use crate::codec::{self, Decoded, Metadata};
 use crate::config::Config;
 use crate::error::{CacheError, ConfigError};
 use crate::flight::Flights;
@@ -25,6 +25,7 @@ use crate::local::LocalTier;
 use crate::metrics::CallSite;
 use crate::parked::Parked;
 use crate::store::Store;
+use crate::throttle::Throttles;
 
 /// One cache's parts.
 pub(crate) struct Engine {
@@ -34,6 +35,7 @@ pub(crate) struct Engine {
     pub(crate) leases: Arc<Leases>,
     pub(crate) parked: Parked,
     pub(crate) announcer: Announcer,
+    pub(crate) throttles: Throttles,
     local: OnceLock<Arc<LocalTier>>,
 }
 
@@ -65,6 +67,7 @@ impl Engine {
             flights: Arc::default(),
             leases: Arc::default(),
             parked: Parked::default(),
+            throttles: Throttles::default(),
             local: OnceLock::new(),
         }
     }
@@ -168,9 +171,9 @@ impl Engine {
     pub(crate) fn encode<T: Serialize + ?Sized>(
         &self,
         value: &T,
-        fresh_until: Option<u64>,
+        metadata: Metadata,
     ) -> Option<Vec<u8>> {
-        codec::encode(value, fresh_until)
+        codec::encode(value, metadata)
             .map_err(|error| {
                 self.incidents().warn(Incident::Encode, || {
                     format!("the result cannot be serialized, so it is not cached: {error}")

@@ -9,6 +9,8 @@
 //!   `lease.rs`), or, not stored, known to predate no eviction. It closes the
 //!   flight to newcomers before it sends the store: one arriving later finds
 //!   the lease or the entry in Redis instead.
+//! - A failed body with a last good value (`fail_safe`) shares that value,
+//!   if the key still holds it.
 //! - A result that is not stored (`Err`, `None`) or a panic releases the
 //!   followers: each runs its own body at once, so none waits on a chain of
 //!   failures, and nothing is left behind to poison later calls.
@@ -34,6 +36,9 @@ pub(crate) enum FlightState {
     Running,
     /// The encoded entry, ready to decode.
     Done(Arc<[u8]>),
+    /// The leader's body failed: the last good value's entry (`fail_safe`),
+    /// which followers return as the leader did.
+    FailSafe(Arc<[u8]>),
     /// No shareable result: run your own body.
     Released,
     /// The leader went away: try to lead.

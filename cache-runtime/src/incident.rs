@@ -31,9 +31,11 @@ pub(crate) enum Incident {
     /// The local tier's invalidation subscription failed or was lost.
     #[cfg_attr(not(feature = "local"), allow(dead_code))]
     Subscribe = 8,
+    /// A call was answered with its last good value (`fail_safe`).
+    FailSafe = 9,
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 10;
 
 pub(crate) struct Incidents {
     interval: Duration,

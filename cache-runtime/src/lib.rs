@@ -58,6 +58,7 @@ mod engine;
 mod flight;
 mod local;
 mod parked;
+mod throttle;
 // The work: the lock, eviction, and the cached-call state machine.
 mod call;
 mod evict;

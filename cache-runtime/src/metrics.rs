@@ -10,7 +10,8 @@
 //! | counter | `cache_misses_total` | `function` | calls that found no usable entry (absent, expired, or no longer decodable) and ran the body, or waited for another caller's run |
 //! | counter | `cache_errors_total` | `function` | failed Redis operations (unreachable, deadline passed, server error); a call whose lookup failed ran its body and counts here, not as a miss; a miss whose store then failed counts in both |
 //! | counter | `cache_coalesced_total` | `function` | calls that waited for another caller's run of the body (in this process, or in another one holding the key's lease or its `lock`) |
-//! | counter | `cache_refreshes_total` | `function` | background refreshes of stale values |
+//! | counter | `cache_refreshes_total` | `function` | background refreshes of stale values, and early refreshes (`early_refresh = true`) |
+//! | counter | `cache_fail_safe_total` | `function` | calls answered with the last good value (`fail_safe = …`) because the body failed or passed its `soft_timeout`, or because a recent failure throttles it (`fail_safe_throttle`) |
 //! | counter | `cache_evictions_total` | `function` | evictions by a `#[cache_evict]` function or a derived invalidator that succeeded |
 //! | counter | `cache_eviction_errors_total` | `function` | evictions that failed (each one is retried in the background) |
 //! | counter | `cache_oversized_total` | `function` | results not stored because they were over `max_value_size` |
@@ -65,9 +66,24 @@ pub(crate) struct CallOptions {
     pub(crate) ttl_millis: u64,
     /// `stale`, in milliseconds; 0 for none.
     pub(crate) stale_millis: u64,
+    /// `fail_safe`, in milliseconds; 0 for none.
+    pub(crate) fail_safe_millis: u64,
+    /// `fail_safe_throttle`, in milliseconds; 0 for none.
+    pub(crate) fail_safe_throttle_millis: u64,
+    /// `soft_timeout`, in milliseconds; 0 for none.
+    pub(crate) soft_timeout_millis: u64,
+    pub(crate) early_refresh: bool,
     pub(crate) lock: bool,
     pub(crate) coalesce: bool,
     pub(crate) local: bool,
+}
+
+impl CallOptions {
+    /// Whether entries carry when their value stops being fresh (`exp`), and
+    /// lookups read it: with `stale`, `fail_safe` or `early_refresh`.
+    pub(crate) fn reads_freshness(&self) -> bool {
+        self.stale_millis > 0 || self.fail_safe_millis > 0 || self.early_refresh
+    }
 }
 
 /// What a site's function does, which decides the metrics it has.
@@ -95,6 +111,7 @@ struct Handles {
     errors: Counter,
     coalesced: Counter,
     refreshes: Counter,
+    fail_safe: Counter,
     evictions: Counter,
     eviction_errors: Counter,
     oversized: Counter,
@@ -130,6 +147,7 @@ impl Handles {
             errors: counter_if(stores, "cache_errors_total"),
             coalesced: counter_if(cached, "cache_coalesced_total"),
             refreshes: counter_if(cached, "cache_refreshes_total"),
+            fail_safe: counter_if(cached, "cache_fail_safe_total"),
             evictions: counter_if(evicts, "cache_evictions_total"),
             eviction_errors: counter_if(evicts, "cache_eviction_errors_total"),
             oversized: counter_if(stores, "cache_oversized_total"),
@@ -167,7 +185,12 @@ fn describe() {
     describe_counter!(
         "cache_refreshes_total",
         Unit::Count,
-        "Background refreshes of stale values."
+        "Background refreshes of stale values, and early refreshes."
+    );
+    describe_counter!(
+        "cache_fail_safe_total",
+        Unit::Count,
+        "Calls answered with the last good value because the function failed or was slow."
     );
     describe_counter!(
         "cache_evictions_total",
@@ -199,6 +222,10 @@ impl CallSite {
             options: CallOptions {
                 ttl_millis: 0,
                 stale_millis: 0,
+                fail_safe_millis: 0,
+                fail_safe_throttle_millis: 0,
+                soft_timeout_millis: 0,
+                early_refresh: false,
                 lock: false,
                 coalesce: true,
                 local: false,
@@ -216,6 +243,30 @@ impl CallSite {
     #[doc(hidden)]
     pub const fn stale_millis(mut self, millis: u64) -> Self {
         self.options.stale_millis = millis;
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn fail_safe_millis(mut self, millis: u64) -> Self {
+        self.options.fail_safe_millis = millis;
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn fail_safe_throttle_millis(mut self, millis: u64) -> Self {
+        self.options.fail_safe_throttle_millis = millis;
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn soft_timeout_millis(mut self, millis: u64) -> Self {
+        self.options.soft_timeout_millis = millis;
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn early_refresh(mut self, early_refresh: bool) -> Self {
+        self.options.early_refresh = early_refresh;
         self
     }
 
@@ -275,6 +326,10 @@ impl CallSite {
 
     pub(crate) fn record_refresh(&self) {
         self.handles().refreshes.increment(1);
+    }
+
+    pub(crate) fn record_fail_safe(&self) {
+        self.handles().fail_safe.increment(1);
     }
 
     pub(crate) fn record_eviction(&self) {

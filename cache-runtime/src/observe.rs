@@ -25,6 +25,10 @@ pub enum Outcome {
     Miss,
     /// Redis could not be used; the body ran uncached.
     Error,
+    /// The last good value (`fail_safe = …`): the body failed, or passed its
+    /// `soft_timeout` (it then runs on, and stores its result), or a recent
+    /// failure throttles it (`fail_safe_throttle`).
+    FailSafe,
 }
 
 impl Outcome {
@@ -36,6 +40,7 @@ impl Outcome {
             Outcome::Coalesced => "coalesced",
             Outcome::Miss => "miss",
             Outcome::Error => "error",
+            Outcome::FailSafe => "fail_safe",
         }
     }
 }

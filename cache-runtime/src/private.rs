@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 
-use crate::call::{FreshOnly, StaleAware};
+use crate::call::{Attached, Detachable};
 pub use crate::change::Target;
 pub use crate::keys::KeyBuilder;
 pub use crate::local::{LocalOps, NotLocal, Probe, ViaClone};
@@ -32,7 +32,8 @@ pub fn tag_builder(cache: &Cache, capacity_hint: usize) -> KeyBuilder {
     cache.engine().tag_builder(capacity_hint)
 }
 
-/// A `#[redis_cached]` call without `stale`.
+/// A `#[redis_cached]` call without `stale`, `soft_timeout` or
+/// `early_refresh`.
 #[inline]
 pub fn cached_call<S, R, Fut>(
     cache: &Cache,
@@ -46,7 +47,7 @@ where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    crate::call::cached_call::<FreshOnly, S, R, Fut>(
+    crate::call::cached_call::<Attached, S, R, Fut>(
         cache.engine(),
         site,
         key,
@@ -56,10 +57,11 @@ where
     )
 }
 
-/// A `#[redis_cached(stale = …)]` call: a stale hit runs the body in the
-/// background, so the body must be `Send + 'static`.
+/// A `#[redis_cached]` call with `stale`, `soft_timeout` or `early_refresh`:
+/// the body may run on after the caller has its answer, so it must be
+/// `Send + 'static`.
 #[inline]
-pub fn cached_call_stale<S, R, Fut>(
+pub fn cached_call_detachable<S, R, Fut>(
     cache: &Cache,
     site: &'static CallSite,
     key: String,
@@ -73,7 +75,7 @@ where
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    crate::call::cached_call::<StaleAware, S, R, Fut>(
+    crate::call::cached_call::<Detachable, S, R, Fut>(
         cache.engine(),
         site,
         key,

@@ -25,6 +25,11 @@ pub trait Shape<R> {
     fn storable(result: &R) -> Option<&Self::Stored>;
     /// Rebuilds a result from a stored value.
     fn from_stored(stored: Self::Stored) -> R;
+    /// Whether `result` is a failure, which `fail_safe` answers with the last
+    /// good value: an `Err`. A `None` is a value, not a failure.
+    fn failed(_result: &R) -> bool {
+        false
+    }
 }
 
 /// `Result<T, E>`: stores `Ok(T)` as `T`; an `Err` is never stored.
@@ -44,6 +49,9 @@ impl<T: Serialize + DeserializeOwned, E> Shape<Result<T, E>> for OkValues {
     }
     fn from_stored(stored: T) -> Result<T, E> {
         Ok(stored)
+    }
+    fn failed(result: &Result<T, E>) -> bool {
+        result.is_err()
     }
 }
 

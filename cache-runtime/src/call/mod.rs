@@ -3,25 +3,36 @@
 //! ```text
 //! local tier ─ copy ──────────────────────────────────────► return it
 //! lookup ─┬─ fresh hit ───────────────────────────────────► return it
+//!         ├─ fresh hit near its end (`early_refresh`, by
+//!         │  an XFetch draw) ─ spawn one refresh ─────────► return it
 //!         ├─ stale hit (`stale`) ─ spawn one refresh ─────► return it
-//!         └─ miss, or Redis failed
+//!         ├─ expired, kept by `fail_safe`, while a failure
+//!         │  throttles the body (`fail_safe_throttle`) ───► return it
+//!         └─ miss, expired (kept by `fail_safe`), or Redis failed
 //!              │ coalescing: join the key's flight
 //!              ├─ follower ─ wait for the leader's entry ─► return it
 //!              └─ leader
 //!                   │ `lock`: take the Redis lock, or wait for its holder's entry
-//!                   │ lease: take it, or wait for its holder's entry
+//!                   │ lease: take it, or wait for its holder's entry (not
+//!                   │   for an expired entry: its store replaces that one)
 //!                   └─ lead the run: the body, then store the entry under
 //!                      the lease, and share it, if the shape
 //!                      allows ────────────────────────────► return the result
 //! ```
 //!
-//! The steps before the body are in `start.rs`, the run and its store in
-//! `run.rs`; the lease itself in `lease.rs`.
+//! With an expired entry, a body that fails (`Err`), or passes its
+//! `soft_timeout` (it then runs on, detached, and stores its result), is
+//! answered with the expired entry's value: the fail-safe.
 //!
-//! One lookup phase serves both entry points, parameterised by its
-//! [`HitPolicy`]: [`FreshOnly`] for functions without `stale`, [`StaleAware`]
-//! for those with it. One routine, [`run::lead`], shares and stores a
-//! run's result for a caller and for a background refresh alike.
+//! The steps before the body are in `start.rs`, the run and its store in
+//! `run.rs`, the runs no caller waits for (refreshes, bodies detached at
+//! their `soft_timeout`) in `detached.rs`; the lease itself in `lease.rs`.
+//!
+//! One lookup phase serves both entry points, which differ by their
+//! [`BodyPolicy`]: [`Attached`] for functions whose body only runs while
+//! its caller waits, [`Detachable`] for those with `stale`, `soft_timeout`
+//! or `early_refresh`. One routine, [`run::lead`], shares and stores a run's
+//! result for a caller, a detached run and a background refresh alike.
 //!
 //! Nothing here returns a cache error to the caller: a failed lookup runs the
 //! body, a failed store still returns the body's value. Both are counted in
@@ -33,25 +44,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 
 use crate::codec::{self, Decoded};
 use crate::engine::Engine;
 
 use crate::incident::Incident;
 use crate::local::{LocalOps, LocalTier, Mark};
-use crate::metrics::CallSite;
+use crate::metrics::{CallOptions, CallSite};
 use crate::observe::{Observe, Observed, Outcome};
 use crate::shape::Shape;
 
+mod detached;
 mod run;
 mod start;
 
+use detached::{spawn_detached, spawn_refresh};
+use run::miss_boxed;
 pub(crate) use run::put_call;
-use run::{miss_boxed, spawn_refresh};
-use start::Run;
+use start::{Leader, Run};
 
 /// An entry's full key, the full keys of the tag sets it joins, and the
 /// eviction epoch before its lookup.
+#[derive(Clone)]
 pub(crate) struct EntryKey {
     key: String,
     tags: Vec<String>,
@@ -70,7 +85,9 @@ impl EntryKey {
 
 /// What a lookup found.
 enum Lookup<T> {
-    Hit(Decoded<T>),
+    /// A value, and its entry's bytes (kept for `fail_safe`: a store that
+    /// replaces an expired entry must find it still there).
+    Hit(Decoded<T>, Vec<u8>),
     /// No entry (or another caller's lease), or, with its bytes, one that
     /// no longer decodes: the miss's lease replaces those.
     Miss(Option<Vec<u8>>),
@@ -86,66 +103,105 @@ struct CopyBounds {
     encoded_len: usize,
 }
 
-/// How the lookup phase treats a hit: whether an entry is still fresh.
-pub(crate) trait Freshness {
-    /// How many more milliseconds an entry that is fresh until
-    /// `fresh_until` stays fresh: `None` for always, `Some(0)` for stale.
-    fn fresh_for(fresh_until: Option<u64>) -> Option<u64>;
+/// How a call may run its body: only while its caller waits
+/// ([`Attached`]), or also after the caller has its answer ([`Detachable`]):
+/// a refresh of a stale value (`stale`) or of one about to expire
+/// (`early_refresh`), and a body that passes its `soft_timeout`.
+pub(crate) trait BodyPolicy<S: Shape<R>, R, Fut> {
+    /// Starts the one background refresh of `key`, whose entry was read
+    /// fresh until `seen_fresh_until` (ms since the Unix epoch).
+    fn refresh(
+        engine: &Arc<Engine>,
+        site: &'static CallSite,
+        key: EntryKey,
+        seen_fresh_until: u64,
+        body: Fut,
+    );
+
+    /// Runs the body and its store in the background under `leader`, and
+    /// sends the caller its result; or gives them back.
+    fn detach(
+        engine: &Arc<Engine>,
+        site: &'static CallSite,
+        key: &EntryKey,
+        leader: Leader,
+        body: Fut,
+    ) -> Detach<R, Fut>;
 }
 
-/// How a call treats a stale hit.
-pub(crate) trait HitPolicy<S: Shape<R>, R, Fut>: Freshness {
-    /// A stale hit: start the one background refresh of `key`.
-    fn refresh(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut);
+/// What became of a body asked to run detached.
+pub(crate) enum Detach<R, Fut> {
+    /// It runs; its result comes on the receiver.
+    Running(oneshot::Receiver<R>),
+    /// It cannot (the body may borrow, or there is no Tokio runtime): the
+    /// caller runs it.
+    Refused(Leader, Fut),
 }
 
-/// Functions without `stale`: every hit is fresh (entries carry no
-/// freshness), so nothing is ever refreshed.
-pub(crate) struct FreshOnly;
+/// Functions without `stale`, `soft_timeout` or `early_refresh`: the body
+/// runs only while its caller waits for it, so it may borrow.
+pub(crate) struct Attached;
 
-impl Freshness for FreshOnly {
-    fn fresh_for(_: Option<u64>) -> Option<u64> {
-        None
+impl<S: Shape<R>, R, Fut> BodyPolicy<S, R, Fut> for Attached {
+    fn refresh(_: &Arc<Engine>, _: &'static CallSite, _: EntryKey, _: u64, _: Fut) {
+        debug_assert!(
+            false,
+            "only a function with `stale` or `early_refresh` refreshes"
+        );
+    }
+
+    fn detach(
+        _: &Arc<Engine>,
+        _: &'static CallSite,
+        _: &EntryKey,
+        leader: Leader,
+        body: Fut,
+    ) -> Detach<R, Fut> {
+        Detach::Refused(leader, body)
     }
 }
 
-impl<S: Shape<R>, R, Fut> HitPolicy<S, R, Fut> for FreshOnly {
-    fn refresh(_: &Arc<Engine>, _: &'static CallSite, _: EntryKey, _: Fut) {
-        debug_assert!(false, "`fresh_for` never reports a stale hit");
-    }
-}
-
-/// Functions with `stale = …`: a stale entry is returned at once while the
-/// body runs in the background, which is why the body must be
+/// Functions with `stale`, `soft_timeout` or `early_refresh`: the body may
+/// run on after its caller has an answer, which is why it must be
 /// `Send + 'static` here.
-pub(crate) struct StaleAware;
+pub(crate) struct Detachable;
 
-impl Freshness for StaleAware {
-    fn fresh_for(fresh_until: Option<u64>) -> Option<u64> {
-        fresh_until.map(|until| until.saturating_sub(codec::now_millis()))
-    }
-}
-
-impl<S, R, Fut> HitPolicy<S, R, Fut> for StaleAware
+impl<S, R, Fut> BodyPolicy<S, R, Fut> for Detachable
 where
     S: Shape<R>,
     S::Stored: Send,
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    fn refresh(engine: &Arc<Engine>, site: &'static CallSite, key: EntryKey, body: Fut) {
-        spawn_refresh::<S, R, Fut>(engine, site, key, body);
+    fn refresh(
+        engine: &Arc<Engine>,
+        site: &'static CallSite,
+        key: EntryKey,
+        seen_fresh_until: u64,
+        body: Fut,
+    ) {
+        spawn_refresh::<S, R, Fut>(engine, site, key, seen_fresh_until, body);
+    }
+
+    fn detach(
+        engine: &Arc<Engine>,
+        site: &'static CallSite,
+        key: &EntryKey,
+        leader: Leader,
+        body: Fut,
+    ) -> Detach<R, Fut> {
+        spawn_detached::<S, R, Fut>(engine, site, key, leader, body)
     }
 }
 
-/// Runs one cached call: the lookup phase under hit policy `P`, then the
-/// miss path. `key` is the full key (prefix included); `tags`, the full keys
-/// of the tag sets the entry joins when stored.
+/// Runs one cached call: the lookup phase, then the miss path, with body
+/// policy `P`. `key` is the full key (prefix included); `tags`, the full
+/// keys of the tag sets the entry joins when stored.
 ///
-/// With `stale` and a local tier, a local copy lives only while its value
-/// is fresh: once it is stale, calls go to Redis, which serves the stale
-/// value and starts the refresh, and the next fresh hit from Redis fills
-/// the tier again.
+/// With `stale`, `fail_safe` or `early_refresh` and a local tier, a local
+/// copy lives only while its value is fresh: once it is stale, calls go to
+/// Redis, which serves the stale value and starts the refresh, and the next
+/// fresh hit from Redis fills the tier again.
 ///
 /// Not an `async fn`: one would keep its arguments, the body among them, in
 /// its state beside the `async` block that runs the call, and every call
@@ -165,7 +221,7 @@ pub(crate) fn cached_call<P, S, R, Fut>(
     body: Fut,
 ) -> Observe<impl Future<Output = (R, Outcome)>>
 where
-    P: HitPolicy<S, R, Fut>,
+    P: BodyPolicy<S, R, Fut>,
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
@@ -174,50 +230,141 @@ where
     let observed = Observed::start(site);
     let started = observed.started;
     let call = async move {
-        let (redis_failed, local, undecodable) =
-            match look_up::<P, S::Stored>(engine, site, &key, local, started).await {
+        let (redis_failed, local, undecodable, expired) =
+            match look_up::<S::Stored>(engine, site, &key, local, started).await {
                 Found::Value(value, outcome) => return (S::from_stored(value), outcome),
-                Found::Stale(value) => {
-                    P::refresh(engine, site, key, body);
-                    return (S::from_stored(value), Outcome::Stale);
+                Found::Refresh {
+                    value,
+                    outcome,
+                    seen_fresh_until,
+                } => {
+                    P::refresh(engine, site, key, seen_fresh_until, body);
+                    return (S::from_stored(value), outcome);
                 }
                 Found::Nothing {
                     redis_failed,
                     local,
                     undecodable,
-                } => (redis_failed, local, undecodable),
+                    expired,
+                } => (redis_failed, local, undecodable, expired),
             };
+        let (fallback, expired) = match expired {
+            Some(Expired { value, bytes }) => (Some(value), Some(bytes)),
+            None => (None, None),
+        };
         let run = Run {
             engine,
             site,
             key: &key,
             redis_failed,
             undecodable,
+            expired,
         };
-        miss_boxed::<S, R, Fut>(run, body, local).await
+        miss_boxed::<P, S, R, Fut>(run, body, local, fallback).await
     };
     Observe::new(call, observed)
 }
 
+/// An entry past its freshness (and past `stale`) that `fail_safe` keeps:
+/// its value, for when the body fails, and its bytes, which the body's
+/// store must find still there.
+struct Expired<T> {
+    value: T,
+    bytes: Vec<u8>,
+}
+
 /// What the lookup phase found.
 enum Found<'a, T> {
-    /// A value to return, and where it came from (`Local` or `Hit`).
+    /// A value to return, and how it was found (`Local`, `Hit`, or
+    /// `FailSafe` while a failure throttles the body).
     Value(T, Outcome),
-    /// A stale value: return it, and refresh it in the background.
-    Stale(T),
+    /// A value to return (`Stale`, or `Hit` about to expire), while one
+    /// background refresh replaces its entry, read fresh until
+    /// `seen_fresh_until`.
+    Refresh {
+        value: T,
+        outcome: Outcome,
+        seen_fresh_until: u64,
+    },
     /// Nothing to return: run the miss path, knowing whether Redis failed
-    /// the lookup, with the local tier the result may be copied into, and
-    /// the entry that did not decode, if that is what was found.
+    /// the lookup, with the local tier the result may be copied into, the
+    /// entry that did not decode, if that is what was found, and the
+    /// expired entry that `fail_safe` keeps, if any.
     Nothing {
         redis_failed: bool,
         local: LocalRead<'a, T>,
         undecodable: Option<Vec<u8>>,
+        expired: Option<Expired<T>>,
     },
 }
 
-/// The lookup phase: the local tier, then Redis under freshness `P`.
-/// Counts what it returns a value for.
-async fn look_up<'a, P: Freshness, T: DeserializeOwned>(
+/// How fresh a value read from Redis is, for its function's options.
+enum Age {
+    /// Fresh for this many more milliseconds (`None`: until its TTL), and
+    /// whether an early refresh should start now.
+    Fresh { fresh_for: Option<u64>, early: bool },
+    /// Within `stale` past its freshness.
+    Stale,
+    /// Past its freshness and `stale`: kept by `fail_safe` only.
+    Expired,
+}
+
+/// The age of an entry read now, made fresh until `fresh_until`, whose body
+/// took `took_millis`, for a function with `options`; and, with
+/// `early_refresh`, how long before the value's freshness ends a local copy
+/// of it must end (ms).
+fn age(options: &CallOptions, fresh_until: Option<u64>, took_millis: Option<u64>) -> (Age, u64) {
+    let Some(until) = fresh_until.filter(|_| options.reads_freshness()) else {
+        let fresh = Age::Fresh {
+            fresh_for: None,
+            early: false,
+        };
+        return (fresh, 0);
+    };
+    let now = codec::now_millis();
+    if now >= until {
+        let age = if now - until < options.stale_millis {
+            Age::Stale
+        } else {
+            Age::Expired
+        };
+        return (age, 0);
+    }
+    let fresh_for = until - now;
+    let (early, local_window) = match took_millis {
+        Some(took) if options.early_refresh => (
+            early_refresh_margin(took) >= fresh_for,
+            took.saturating_mul(LOCAL_COPY_EARLY_END),
+        ),
+        _ => (false, 0),
+    };
+    let fresh = Age::Fresh {
+        fresh_for: Some(fresh_for),
+        early,
+    };
+    (fresh, local_window)
+}
+
+/// With `early_refresh`, a local copy ends this many body durations before
+/// its value's freshness: in that last stretch every call reads Redis, where
+/// each read draws whether to refresh (a copy held to the end would take
+/// those reads, and their draws, away).
+pub(crate) const LOCAL_COPY_EARLY_END: u64 = 3;
+
+/// An early-refresh draw: how long before its end a value whose body took
+/// `took_millis` is refreshed, for one read from Redis. XFetch (Vattani, Chierichetti
+/// and Lowenstein, VLDB 2015) with β = 1: refresh when `took · -ln(u)`, for
+/// `u` uniform in (0, 1], reaches the time left. The nearer the end and the
+/// slower the body, the likelier; a hot key is read often enough near its
+/// end that one read starts the refresh at least a body's time ahead.
+fn early_refresh_margin(took_millis: u64) -> u64 {
+    let draw = -(1.0 - crate::random::unit()).ln();
+    (took_millis.max(1) as f64 * draw) as u64
+}
+
+/// The lookup phase: the local tier, then Redis, judged by the function's
+/// options. Counts what it returns a value for.
+async fn look_up<'a, T: DeserializeOwned>(
     engine: &'a Engine,
     site: &'static CallSite,
     key: &EntryKey,
@@ -236,13 +383,14 @@ async fn look_up<'a, P: Freshness, T: DeserializeOwned>(
         Some(_) => lookup_with_ttl::<T>(engine, &key.key).await,
         None => (lookup::<T>(engine, &key.key).await, None),
     };
-    let entry = match lookup {
-        Lookup::Hit(entry) => entry,
+    let (entry, bytes) = match lookup {
+        Lookup::Hit(entry, bytes) => (entry, bytes),
         Lookup::Miss(undecodable) => {
             return Found::Nothing {
                 redis_failed: false,
                 local,
                 undecodable,
+                expired: None,
             };
         }
         Lookup::Failed => {
@@ -250,24 +398,78 @@ async fn look_up<'a, P: Freshness, T: DeserializeOwned>(
                 redis_failed: true,
                 local,
                 undecodable: None,
+                expired: None,
             };
         }
     };
-    let fresh_for = P::fresh_for(entry.fresh_until);
-    if fresh_for == Some(0) {
-        site.record_stale_hit();
-        return Found::Stale(entry.value);
-    }
-    // A local copy never outlives the value's freshness.
+    let (age, local_window) = age(&site.options, entry.fresh_until, entry.took_millis);
+    let seen_fresh_until = entry.fresh_until.unwrap_or(0);
+    let (fresh_for, early) = match age {
+        Age::Fresh { fresh_for, early } => (fresh_for, early),
+        Age::Stale => {
+            site.record_stale_hit();
+            return Found::Refresh {
+                value: entry.value,
+                outcome: Outcome::Stale,
+                seen_fresh_until,
+            };
+        }
+        Age::Expired => return expired(engine, site, key, local, entry.value, bytes),
+    };
+    // A local copy never outlives the value's freshness, and with
+    // `early_refresh` ends before it (see `LOCAL_COPY_EARLY_END`).
     let copy_bounds = copy_bounds.map(|bounds| CopyBounds {
         ttl: fresh_for.map_or(bounds.ttl, |fresh| {
-            bounds.ttl.min(Duration::from_millis(fresh))
+            bounds
+                .ttl
+                .min(Duration::from_millis(fresh.saturating_sub(local_window)))
         }),
         ..bounds
     });
-    keep_local_copy(engine, key, &local, copy_bounds, &entry.value);
+    if !early {
+        keep_local_copy(engine, key, &local, copy_bounds, &entry.value);
+    }
     site.record_hit();
+    if early {
+        return Found::Refresh {
+            value: entry.value,
+            outcome: Outcome::Hit,
+            seen_fresh_until,
+        };
+    }
     Found::Value(entry.value, Outcome::Hit)
+}
+
+/// An entry past its freshness and `stale`: with `fail_safe`, its value is
+/// the fallback of the miss path (or the answer, while a recent failure
+/// throttles the body); without, it is a miss, whose lease replaces it.
+fn expired<'a, T>(
+    engine: &Engine,
+    site: &'static CallSite,
+    key: &EntryKey,
+    local: LocalRead<'a, T>,
+    value: T,
+    bytes: Vec<u8>,
+) -> Found<'a, T> {
+    let options = &site.options;
+    if options.fail_safe_millis == 0 {
+        return Found::Nothing {
+            redis_failed: false,
+            local,
+            undecodable: Some(bytes),
+            expired: None,
+        };
+    }
+    if options.fail_safe_throttle_millis > 0 && engine.throttles.throttled(&key.key) {
+        site.record_fail_safe();
+        return Found::Value(value, Outcome::FailSafe);
+    }
+    Found::Nothing {
+        redis_failed: false,
+        local,
+        undecodable: None,
+        expired: Some(Expired { value, bytes }),
+    }
 }
 
 /// The lookup: never an error, only what to do next.
@@ -281,7 +483,7 @@ async fn lookup<T: DeserializeOwned>(engine: &Engine, full_key: &str) -> Lookup<
         // Another caller's miss is running the body.
         Ok(Some(bytes)) if codec::is_lease(&bytes) => Lookup::Miss(None),
         Ok(Some(bytes)) => match engine.decode(&bytes) {
-            Some(value) => Lookup::Hit(value),
+            Some(value) => Lookup::Hit(value, bytes),
             None => Lookup::Miss(Some(bytes)),
         },
         Ok(None) => Lookup::Miss(None),
@@ -318,7 +520,7 @@ async fn lookup_with_ttl<T: DeserializeOwned>(
         ttl,
         encoded_len: entry.bytes.len(),
     });
-    (Lookup::Hit(decoded), bounds)
+    (Lookup::Hit(decoded, entry.bytes), bounds)
 }
 
 /// Logs a lookup that Redis failed.

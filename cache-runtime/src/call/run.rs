@@ -1,21 +1,20 @@
 //! Runs of the body and what they store: the miss path's shell (the steps
-//! before the body are in `start.rs`), the leader's share and store,
-//! background refreshes of stale entries, and write-through.
+//! before the body are in `start.rs`), its answer with the last good value
+//! (`fail_safe`), the leader's share and store, and write-through. The runs
+//! no caller waits for are in `detached.rs`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::Instrument;
-
-use super::start::{Leader, MissStart, Run, Step, StoreGuard, start_refresh};
-use super::{EntryKey, LocalRead};
+use super::start::{Leader, MissStart, Run, Step, StoreGuard};
+use super::{BodyPolicy, Detach, EntryKey, LocalRead};
 use crate::change::{Change, Target};
-use crate::codec;
+use crate::codec::{self, Metadata};
 use crate::engine::Engine;
 use crate::evict::evict;
-use crate::flight::{FlightState, Joined, LeaderGuard};
+use crate::flight::{FlightState, LeaderGuard};
 use crate::incident::Incident;
 use crate::metrics::{CallSite, SiteKind};
 use crate::observe::Outcome;
@@ -27,34 +26,54 @@ use crate::shape::Shape;
 /// the size of the lookup, so kept inline it would make every hit copy it.
 /// Boxed, it costs a miss one allocation instead. Not an `async fn`: one
 /// would hold its arguments, the body among them, inline.
-pub(super) fn miss_boxed<'a, S, R, Fut>(
+pub(super) fn miss_boxed<'a, P, S, R, Fut>(
     run: Run<'a>,
     body: Fut,
     local: LocalRead<'a, S::Stored>,
+    fallback: Option<S::Stored>,
 ) -> Pin<Box<impl Future<Output = (R, Outcome)>>>
 where
+    P: BodyPolicy<S, R, Fut>,
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    Box::pin(miss::<S, R, Fut>(run, body, local))
+    Box::pin(miss::<P, S, R, Fut>(run, body, local, fallback))
 }
 
 /// After a miss or a failed lookup: coalesce with other callers of the key
 /// (or, with `lock`, of other processes), or run the body and lead the run.
+/// With an expired entry's value as `fallback` (`fail_safe`), a body that
+/// fails or passes its `soft_timeout` is answered with it.
 ///
 /// The shell of the miss path, and the only part of it generic over the
 /// body's type: the steps before the body ([`MissStart`]) and after it
-/// ([`Leader::finish`]) are compiled once, in this crate, and this shell
-/// only decodes what they found (generic over the value's type) and runs
-/// the body.
-async fn miss<S, R, Fut>(run: Run<'_>, body: Fut, local: LocalRead<'_, S::Stored>) -> (R, Outcome)
+/// ([`Leader::finish`], [`Leader::fail_safe`]) are compiled once, in this
+/// crate, and this shell only decodes what they found (generic over the
+/// value's type) and runs the body.
+async fn miss<P, S, R, Fut>(
+    run: Run<'_>,
+    body: Fut,
+    local: LocalRead<'_, S::Stored>,
+    fallback: Option<S::Stored>,
+) -> (R, Outcome)
 where
+    P: BodyPolicy<S, R, Fut>,
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
+    let soft_deadline = fallback.as_ref().and_then(|_| run.soft_deadline());
     let mut start = MissStart::new(&run);
-    let leader = loop {
-        match start.next(&run).await {
+    let mut leader = loop {
+        let step = match soft_deadline {
+            None => start.next(&run).await,
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline.into(), start.next(&run)).await {
+                    Ok(step) => step,
+                    Err(_) => return answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Slow),
+                }
+            }
+        };
+        match step {
             Step::Found(bytes) => {
                 if let Some(entry) = run.engine.decode::<S::Stored>(&bytes) {
                     start.accept(bytes);
@@ -62,40 +81,143 @@ where
                     return (S::from_stored(entry.value), Outcome::Coalesced);
                 }
             }
+            Step::FailSafe(bytes) => {
+                let value = fallback.or_else(|| Some(run.engine.decode(&bytes)?.value));
+                if let Some(value) = value {
+                    run.site.record_fail_safe();
+                    return (S::from_stored(value), Outcome::FailSafe);
+                }
+                return answer_fail_safe::<S, R>(&run, None, FailSafeCause::Failed);
+            }
             Step::Lead(leader) => break leader,
         }
     };
     let outcome = leader.outcome;
+    let mut body = body;
+    if let Some(deadline) = soft_deadline {
+        // Detached, the body runs on past the deadline, and stores its result.
+        match P::detach(run.engine, run.site, run.key, leader, body) {
+            Detach::Running(result) => {
+                return match tokio::time::timeout_at(deadline.into(), result).await {
+                    Ok(Ok(result)) if !S::failed(&result) => (result, outcome),
+                    Ok(_) => answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Failed),
+                    Err(_) => answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Slow),
+                };
+            }
+            Detach::Refused(returned, returned_body) => (leader, body) = (returned, returned_body),
+        }
+    }
+    let started = Instant::now();
     let result = body.await;
-    let entry = entry_of::<S, R>(run.engine, run.site, &result);
+    let took = started.elapsed();
+    if fallback.is_some() && S::failed(&result) {
+        leader.fail_safe(&run).await;
+        return answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Failed);
+    }
+    let entry = entry_of::<S, R>(run.engine, run.site, &result, took);
     let stored = leader.finish(&run, entry).await;
     if let (Some((tier, ops, since)), Some(stored), Some(value)) =
         (&local, stored, S::storable(&result))
     {
-        // Counted from when the value was encoded, not from when its store
-        // returned.
-        let ttl = stored.fresh_until.saturating_duration_since(Instant::now());
+        let ttl = local_copy_ttl(run.site, stored, took);
         tier.insert(&run.key.key, value, ops, ttl, stored.encoded_len, *since);
     }
     (result, outcome)
 }
 
+/// How long the local copy of a value just stored may live: while it is
+/// fresh (counted from when it was encoded, not from when its store
+/// returned), and with `early_refresh` less the last stretch in which calls
+/// read Redis to draw whether to refresh (`LOCAL_COPY_EARLY_END`).
+fn local_copy_ttl(site: &CallSite, stored: Stored, took: Duration) -> Duration {
+    let fresh = stored.fresh_until.saturating_duration_since(Instant::now());
+    if !site.options.early_refresh {
+        return fresh;
+    }
+    let window = took.saturating_mul(super::LOCAL_COPY_EARLY_END as u32);
+    fresh.saturating_sub(window)
+}
+
+/// Why a call is answered with its last good value.
+#[derive(Clone, Copy)]
+enum FailSafeCause {
+    /// The body failed (an `Err`).
+    Failed,
+    /// The body (or the wait for another caller's) passed `soft_timeout`.
+    Slow,
+}
+
+/// Answers a call with its last good value (`fallback`), counted and
+/// logged; only generic over the value, which it turns into a result.
+fn answer_fail_safe<S: Shape<R>, R>(
+    run: &Run<'_>,
+    fallback: Option<S::Stored>,
+    cause: FailSafeCause,
+) -> (R, Outcome) {
+    let Some(value) = fallback else {
+        unreachable!("a call is only answered with its last good value when it has one");
+    };
+    note_fail_safe(run.engine, run.site, cause);
+    (S::from_stored(value), Outcome::FailSafe)
+}
+
+/// Counts and logs (rate-limited) an answer with the last good value.
+fn note_fail_safe(engine: &Engine, site: &CallSite, cause: FailSafeCause) {
+    site.record_fail_safe();
+    engine.incidents().warn(Incident::FailSafe, || match cause {
+        FailSafeCause::Failed => format!(
+            "`{}` failed: answered with its last good value (`fail_safe`)",
+            site.name()
+        ),
+        FailSafeCause::Slow => format!(
+            "`{}` passed its {} ms `soft_timeout`: answered with its last good value while it runs on (`fail_safe`)",
+            site.name(),
+            site.options.soft_timeout_millis
+        ),
+    });
+}
+
+impl Run<'_> {
+    /// When a caller with a last good value stops waiting: `soft_timeout`
+    /// after now, if the function has one.
+    fn soft_deadline(&self) -> Option<Instant> {
+        match self.site.options.soft_timeout_millis {
+            0 => None,
+            millis => Some(Instant::now() + Duration::from_millis(millis)),
+        }
+    }
+}
+
 impl Leader {
     /// After the body: shares and stores its entry ([`lead`]), then releases
     /// the lock. Returns what was stored.
-    async fn finish(self, run: &Run<'_>, entry: Entry) -> Option<Stored> {
+    pub(super) async fn finish(self, run: &Run<'_>, entry: Entry) -> Option<Stored> {
         let stored = lead(run, entry, self.flight, self.guard).await;
         if let Some(lock) = self.held {
             lock.release().await;
         }
         stored
     }
+
+    /// After a body that failed, with a last good value (`fail_safe`): the
+    /// flight's followers get that value too, if the key still holds it (no
+    /// eviction came); with `fail_safe_throttle`, the key's next calls get
+    /// it without running the body, for that long.
+    pub(super) async fn fail_safe(self, run: &Run<'_>) {
+        let throttle = run.site.options.fail_safe_throttle_millis;
+        if throttle > 0 {
+            run.engine
+                .throttles
+                .throttle(&run.key.key, Duration::from_millis(throttle));
+        }
+        self.finish(run, Entry::FailSafe).await;
+    }
 }
 
 /// An entry that a run stored: until when its value is fresh (`ttl` less
 /// jitter after it was encoded), and its encoded size.
 #[derive(Clone, Copy)]
-struct Stored {
+pub(super) struct Stored {
     fresh_until: Instant,
     encoded_len: usize,
 }
@@ -132,15 +254,19 @@ async fn lead(
 }
 
 /// What to store for a result.
-enum Entry {
+pub(super) enum Entry {
     /// The shape stores nothing for this result (`Err`, `None`).
     Nothing,
+    /// The body failed, and the call is answered with the last good value:
+    /// the entry the run's guard expects, shared if the key still holds it.
+    FailSafe,
     /// It could not be serialized (logged).
     Unencodable,
     /// Larger than `max_value_size` (logged): shared with the flight's
     /// followers, but not stored.
     TooLarge(Arc<[u8]>),
-    /// The encoded entry, its Redis TTL (`ttl` less jitter, plus `stale`)
+    /// The encoded entry, its Redis TTL (`ttl` less jitter, plus `stale`
+    /// and `fail_safe`)
     /// and when its value stops being fresh (`ttl` less jitter after it was
     /// encoded, when `exp` was written).
     Ready {
@@ -150,16 +276,27 @@ enum Entry {
     },
 }
 
-fn entry_of<S: Shape<R>, R>(engine: &Engine, site: &CallSite, result: &R) -> Entry {
+/// The entry to store for `result`, which the body took `took` to make.
+pub(super) fn entry_of<S: Shape<R>, R>(
+    engine: &Engine,
+    site: &CallSite,
+    result: &R,
+    took: Duration,
+) -> Entry {
     let Some(stored) = S::storable(result) else {
         return Entry::Nothing;
     };
+    let options = &site.options;
     let ttl = site_ttl(engine, site);
-    let stale = Duration::from_millis(site.options.stale_millis);
-    let fresh_until =
-        (!stale.is_zero()).then(|| codec::now_millis().saturating_add(crate::units::millis(ttl)));
+    let kept_past_ttl = Duration::from_millis(options.stale_millis + options.fail_safe_millis);
+    let metadata = Metadata {
+        fresh_until: options
+            .reads_freshness()
+            .then(|| codec::now_millis().saturating_add(crate::units::millis(ttl))),
+        took_millis: options.early_refresh.then(|| crate::units::millis(took)),
+    };
     let max_value_size = engine.config.max_value_size;
-    match engine.encode(stored, fresh_until) {
+    match engine.encode(stored, metadata) {
         Some(bytes) if bytes.len() > max_value_size => {
             site.record_oversized();
             engine.incidents().warn(Incident::TooLarge, || {
@@ -173,7 +310,7 @@ fn entry_of<S: Shape<R>, R>(engine: &Engine, site: &CallSite, result: &R) -> Ent
         }
         Some(bytes) => Entry::Ready {
             bytes: bytes.into(),
-            redis_ttl: ttl + stale,
+            redis_ttl: ttl + kept_past_ttl,
             fresh_until: Instant::now() + ttl,
         },
         None => Entry::Unencodable,
@@ -208,6 +345,16 @@ async fn share_and_store(
     };
     let outcome = match entry {
         Entry::Nothing => {
+            guard.release().await;
+            StoreOutcome::NotStored
+        }
+        Entry::FailSafe => {
+            if let (Some(flight), Some(expected)) = (&flight, guard.expected())
+                && !flight.invalidated()
+                && guard.shareable(engine, &key.key).await
+            {
+                flight.publish(FlightState::FailSafe(Arc::from(expected)));
+            }
             guard.release().await;
             StoreOutcome::NotStored
         }
@@ -338,66 +485,6 @@ fn site_ttl(engine: &Engine, site: &CallSite) -> Duration {
     engine.jittered(ttl)
 }
 
-/// Starts the one background refresh of a stale key, unless one is already
-/// running in this process (or, with `lock`, in another).
-pub(super) fn spawn_refresh<S, R, Fut>(
-    engine: &Arc<Engine>,
-    site: &'static CallSite,
-    key: EntryKey,
-    body: Fut,
-) where
-    S: Shape<R>,
-    S::Stored: Send,
-    R: Send + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-{
-    let Joined::Leader(flight) = engine.flights.join(&key.key) else {
-        return;
-    };
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let engine = engine.clone();
-    let span = tracing::debug_span!("redis_cached_refresh", function = site.name());
-    // Generic over the body's type, so kept to the body: what comes before
-    // and after it is compiled once.
-    runtime.spawn(
-        async move {
-            let Some(leader) = start_refresh(&engine, site, &key, flight).await else {
-                return;
-            };
-            let result = body.await;
-            let entry = entry_of::<S, R>(&engine, site, &result);
-            drop(result);
-            finish_refresh(&engine, site, key, leader, entry).await;
-        }
-        .instrument(span),
-    );
-}
-
-/// After a background refresh's body: stores its entry, and tells other
-/// processes' local tiers.
-async fn finish_refresh(
-    engine: &Arc<Engine>,
-    site: &'static CallSite,
-    key: EntryKey,
-    leader: Leader,
-    entry: Entry,
-) {
-    let run = Run {
-        engine,
-        site,
-        key: &key,
-        redis_failed: false,
-        undecodable: None,
-    };
-    if leader.finish(&run, entry).await.is_some() {
-        // Local copies elsewhere end with the old value's freshness anyway;
-        // the message spares them clock skew between hosts.
-        engine.announce(Change::Key(key.key)).await;
-    }
-}
-
 /// Write-through, for `#[cache_put]` and the derived `…_refresh` helpers: runs
 /// the body and stores what its shape allows, with the site's TTL (and
 /// `stale`), without looking up first.
@@ -413,8 +500,9 @@ where
     Fut: Future<Output = R>,
 {
     site.register(SiteKind::Put);
+    let started = Instant::now();
     let result = body.await;
-    let entry = entry_of::<S, R>(engine, site, &result);
+    let entry = entry_of::<S, R>(engine, site, &result, started.elapsed());
     put(engine, site, key, &tags, entry).await;
     result
 }
@@ -435,7 +523,7 @@ async fn put(
     let stored = match entry {
         // `Err`, `None`: the write did not happen.
         Entry::Nothing => return,
-        Entry::TooLarge(_) | Entry::Unencodable => false,
+        Entry::TooLarge(_) | Entry::Unencodable | Entry::FailSafe => false,
         Entry::Ready {
             bytes, redis_ttl, ..
         } => {

@@ -24,8 +24,13 @@ pub(super) struct Run<'a> {
     /// Whether Redis failed the lookup: the result is then not stored.
     pub(super) redis_failed: bool,
     /// The entry the lookup found and could not decode (empty for a key of
-    /// another type): the lease replaces it, so that the store overwrites it.
+    /// another type), or an expired one without `fail_safe`: the lease
+    /// replaces it, so that the store overwrites it.
     pub(super) undecodable: Option<Vec<u8>>,
+    /// The expired entry that `fail_safe` keeps: the run's store replaces it
+    /// if no eviction (and no other store) reached it first, and no lease is
+    /// taken, so that other callers still find it while the body runs.
+    pub(super) expired: Option<Vec<u8>>,
 }
 
 /// The miss path before the body: first coalescing with this process's
@@ -59,6 +64,9 @@ pub(super) enum Step {
     /// Another caller's entry: the caller decodes it, and if it does,
     /// [`MissStart::accept`]s it.
     Found(Arc<[u8]>),
+    /// The last good value's entry, which the flight's leader answered with
+    /// when its body failed (`fail_safe`).
+    FailSafe(Arc<[u8]>),
     /// This caller runs the body.
     Lead(Leader),
 }
@@ -96,6 +104,7 @@ impl MissStart {
                         }
                         Joined::Follower(receiver) => match flight::follow(receiver).await {
                             FlightState::Done(bytes) => return Step::Found(bytes),
+                            FlightState::FailSafe(bytes) => return Step::FailSafe(bytes),
                             // The leader's result was not shareable (or it
                             // panicked): run our own body now.
                             FlightState::Released => break,
@@ -112,7 +121,8 @@ impl MissStart {
             // body without the lock.
             self.stage = Stage::Lease;
             if site.options.lock && !run.redis_failed {
-                match wait_for_lock(engine, &run.key.key, self.give_up_at).await {
+                let expired = run.expired.as_deref();
+                match wait_for_lock(engine, &run.key.key, expired, self.give_up_at).await {
                     LockWait::Held(lock) => self.held = Some(lock),
                     LockWait::Entry(bytes) => return self.found(bytes),
                     LockWait::GaveUp => {}
@@ -125,6 +135,8 @@ impl MissStart {
         // the result as before.
         let guard = if run.redis_failed {
             StoreGuard::Unchecked { shared: true }
+        } else if let Some(expired) = &run.expired {
+            StoreGuard::Replaces(expired.clone())
         } else {
             loop {
                 let replaces = self.undecodable.take();
@@ -189,7 +201,7 @@ impl MissStart {
 
 /// A caller that runs the body: its flight, its lock, what its store must
 /// find in the key, and what the call is counted as.
-pub(super) struct Leader {
+pub(crate) struct Leader {
     pub(super) flight: Option<LeaderGuard>,
     pub(super) held: Option<HeldLock>,
     pub(super) guard: StoreGuard,
@@ -243,18 +255,20 @@ impl StoreGuard {
     }
 }
 
-/// Before a background refresh's body: `None` when there is nothing to do.
+/// Before a background refresh's body, for an entry read fresh until
+/// `seen_fresh_until`: `None` when there is nothing to do.
 pub(super) async fn start_refresh(
     engine: &Engine,
     site: &'static CallSite,
     key: &EntryKey,
+    seen_fresh_until: u64,
     flight: LeaderGuard,
 ) -> Option<Leader> {
-    // A caller whose stale read crossed the previous refresh's store gets
-    // here just after that refresh closed its flight: if the entry is fresh
-    // now, there is nothing to refresh. Only an entry that may be trusted
-    // (no eviction parked, none since the flight began) counts, since the
-    // flight's followers get it; and only its envelope is decoded.
+    // A caller whose read crossed the previous refresh's store gets here
+    // just after that refresh closed its flight: if the entry was replaced
+    // by a fresh one, there is nothing to refresh. Only an entry that may be
+    // trusted (no eviction parked, none since the flight began) counts,
+    // since the flight's followers get it; and only its envelope is decoded.
     if engine.parked.any() {
         return None;
     }
@@ -265,6 +279,7 @@ pub(super) async fn start_refresh(
         Some(bytes) => {
             if !flight.invalidated()
                 && let Ok(entry) = codec::decode::<serde::de::IgnoredAny>(&bytes)
+                && entry.fresh_until != Some(seen_fresh_until)
                 && entry
                     .fresh_until
                     .is_none_or(|until| codec::now_millis() < until)
@@ -327,7 +342,15 @@ const LOCK_POLL: Duration = Duration::from_millis(20);
 
 /// Takes the key's lock, or waits (until `give_up_at`) for the holder's
 /// entry, taking the lock over if the holder gives it up without storing.
-async fn wait_for_lock(engine: &Engine, key: &str, give_up_at: Instant) -> LockWait {
+/// An entry equal to `expired` (the one `fail_safe` keeps) is not the
+/// holder's.
+async fn wait_for_lock(
+    engine: &Engine,
+    key: &str,
+    expired: Option<&[u8]>,
+    give_up_at: Instant,
+) -> LockWait {
+    let is_new = |bytes: &Vec<u8>| !codec::is_lease(bytes) && Some(bytes.as_slice()) != expired;
     let config = &engine.config;
     loop {
         match try_lock(&engine.store, key, config.lock_lease).await {
@@ -335,7 +358,7 @@ async fn wait_for_lock(engine: &Engine, key: &str, give_up_at: Instant) -> LockW
                 // The previous holder may have stored and released between
                 // our lookup and our lock: check once more before running.
                 return match engine.store.get(key).await {
-                    Ok(Some(bytes)) if !codec::is_lease(&bytes) => {
+                    Ok(Some(bytes)) if is_new(&bytes) => {
                         lock.release().await;
                         LockWait::Entry(bytes)
                     }
@@ -350,7 +373,7 @@ async fn wait_for_lock(engine: &Engine, key: &str, give_up_at: Instant) -> LockW
         }
         tokio::time::sleep(LOCK_POLL).await;
         match engine.store.get(key).await {
-            Ok(Some(bytes)) if !codec::is_lease(&bytes) => return LockWait::Entry(bytes),
+            Ok(Some(bytes)) if is_new(&bytes) => return LockWait::Entry(bytes),
             Ok(_) => {}
             Err(_) => return LockWait::GaveUp,
         }

@@ -177,7 +177,7 @@ impl LocalTier {
         encoded_len: usize,
         since: Mark,
     ) {
-        if !self.usable() || self.marks.changed_since(since) {
+        if ttl.is_zero() || !self.usable() || self.marks.changed_since(since) {
             return;
         }
         let weight = (encoded_len as u64).max(self.min_weight);

@@ -1,0 +1,10 @@
+use cache_runtime::redis_cached;
+
+#[redis_cached(key = "quote:{symbol}", fail_safe_throttle = "5s")]
+async fn quote(symbol: String) -> Result<f64, String> {
+    Ok(symbol.len() as f64)
+}
+
+fn main() {
+    drop(quote("ACME".into()));
+}
