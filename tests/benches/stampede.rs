@@ -1,5 +1,7 @@
 //! The database load of a hot-key expiry under 200 concurrent callers, with
-//! and without each stampede mechanism.
+//! and without each stampede mechanism; then the same callers calling
+//! without pause across several expiries, with `early_refresh`, `stale` or
+//! neither, against a key that never expires.
 //!
 //! Run: `cargo bench -p cache-tests --bench stampede`
 //!
@@ -38,6 +40,72 @@ async fn locked(cache: Arc<Cache>, db: Arc<Calls>) -> u64 {
 #[redis_cached(key = "bench:stale", ttl = 1, stale = 60, lock = true, cache = cache)]
 async fn stale(cache: Arc<Cache>, db: Arc<Calls>) -> u64 {
     query(&db).await
+}
+
+#[redis_cached(key = "bench:sustained:none", ttl = 1, cache = cache)]
+async fn sustained_plain(cache: Arc<Cache>, db: Arc<Calls>) -> u64 {
+    query(&db).await
+}
+
+#[redis_cached(key = "bench:sustained:stale", ttl = 1, stale = 60, cache = cache)]
+async fn sustained_stale(cache: Arc<Cache>, db: Arc<Calls>) -> u64 {
+    query(&db).await
+}
+
+#[redis_cached(key = "bench:sustained:early", ttl = 1, early_refresh = true, cache = cache)]
+async fn sustained_early(cache: Arc<Cache>, db: Arc<Calls>) -> u64 {
+    query(&db).await
+}
+
+#[redis_cached(key = "bench:sustained:hits", ttl = 3600, cache = cache)]
+async fn sustained_hits(cache: Arc<Cache>, db: Arc<Calls>) -> u64 {
+    query(&db).await
+}
+
+/// How long the sustained scenarios call: three expiries of a 1 s TTL.
+const SUSTAINED: Duration = Duration::from_millis(3200);
+/// Each sustained caller's pause between calls: 200 callers make about
+/// 20,000 calls a second.
+const PAUSE: Duration = Duration::from_millis(10);
+
+/// 200 callers in four processes call for [`SUSTAINED`], pausing [`PAUSE`]
+/// between calls; the key was warmed just before.
+async fn sustained(server: &RedisServer, name: &'static str, call: Call) -> Row {
+    let caches: Vec<Arc<Cache>> = (0..PROCESSES)
+        .map(|_| Arc::new(server.cache_builder().ttl_jitter(0.0).build().unwrap()))
+        .collect();
+    let db = Arc::new(Calls::default());
+    call(caches[0].clone(), db.clone()).await;
+    let runs_before = db.get();
+
+    let mut callers = JoinSet::new();
+    let started = Instant::now();
+    for cache in &caches {
+        for _ in 0..CALLERS_PER_PROCESS {
+            let (cache, db) = (cache.clone(), db.clone());
+            callers.spawn(async move {
+                let mut latencies = Vec::new();
+                while started.elapsed() < SUSTAINED {
+                    let call_started = Instant::now();
+                    assert_eq!(call(cache.clone(), db.clone()).await, 42);
+                    latencies.push(call_started.elapsed());
+                    tokio::time::sleep(PAUSE).await;
+                }
+                latencies
+            });
+        }
+    }
+    let mut latencies = Vec::new();
+    while let Some(caller) = callers.join_next().await {
+        latencies.extend(caller.unwrap());
+    }
+    tokio::time::sleep(QUERY * 4).await;
+    latencies.sort();
+    Row {
+        name,
+        runs: db.get() - runs_before,
+        latencies,
+    }
 }
 
 async fn query(db: &Calls) -> u64 {
@@ -122,15 +190,59 @@ async fn main() {
     println!("| mechanism | query runs | caller p50 | caller p99 | caller max |");
     println!("|---|---:|---:|---:|---:|");
     for row in rows {
+        print_row(&row);
+    }
+
+    let rows = [
+        sustained(&server, "a key that never expires (hits only)", |c, d| {
+            Box::pin(sustained_hits(c, d))
+        })
+        .await,
+        sustained(&server, "ttl = 1 (coalescing only)", |c, d| {
+            Box::pin(sustained_plain(c, d))
+        })
+        .await,
+        sustained(&server, "ttl = 1, stale = 60", |c, d| {
+            Box::pin(sustained_stale(c, d))
+        })
+        .await,
+        sustained(&server, "ttl = 1, early_refresh = true", |c, d| {
+            Box::pin(sustained_early(c, d))
+        })
+        .await,
+    ];
+    println!();
+    println!(
+        "sustained: {} callers in {PROCESSES} processes calling for {:.1} s (a 1 s TTL: 3 expiries), {} ms apart, a {} ms query",
+        PROCESSES * CALLERS_PER_PROCESS,
+        SUSTAINED.as_secs_f64(),
+        PAUSE.as_millis(),
+        QUERY.as_millis()
+    );
+    println!("| mechanism | query runs | calls | caller p50 | caller p99 | caller max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in rows {
         println!(
-            "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms |",
             row.name,
             row.runs,
+            row.latencies.len(),
             ms(percentile(&row.latencies, 0.5)),
             ms(percentile(&row.latencies, 0.99)),
             ms(*row.latencies.last().unwrap()),
         );
     }
+}
+
+fn print_row(row: &Row) {
+    println!(
+        "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+        row.name,
+        row.runs,
+        ms(percentile(&row.latencies, 0.5)),
+        ms(percentile(&row.latencies, 0.99)),
+        ms(*row.latencies.last().unwrap()),
+    );
 }
 
 fn ms(duration: Duration) -> f64 {
