@@ -307,18 +307,16 @@ pub(super) async fn start_refresh(
             LeaseAttempt::Busy | LeaseAttempt::Failed => return None,
         },
     };
-    let held = if site.options.lock {
-        match try_lock(&engine.store, &key.key, engine.config.lock_lease).await {
-            LockAttempt::Acquired(lock) => Some(lock),
-            // Another process refreshes it; or Redis fails, and the store
-            // would fail too.
-            LockAttempt::Busy | LockAttempt::Failed => {
-                guard.release().await;
-                return None;
-            }
+    // The key's lock, whatever `lock` says: one refresh in all processes,
+    // not one per process. It costs a round trip no caller waits for.
+    let held = match try_lock(&engine.store, &key.key, engine.config.lock_lease).await {
+        LockAttempt::Acquired(lock) => Some(lock),
+        // Another process refreshes it; or Redis fails, and the store would
+        // fail too.
+        LockAttempt::Busy | LockAttempt::Failed => {
+            guard.release().await;
+            return None;
         }
-    } else {
-        None
     };
     site.record_refresh();
     Some(Leader {
