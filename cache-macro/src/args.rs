@@ -7,7 +7,7 @@
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
-use syn::{Expr, Ident, Lit, LitBool, LitStr, Token};
+use syn::{Expr, Ident, Lit, LitBool, LitStr, Path, Token};
 
 use Attribute::{Cached, Evict, Put};
 
@@ -61,6 +61,8 @@ const ARGUMENTS: &[Argument] = &[
     Argument::new("fail_safe_throttle", &[Cached], Kind::Duration(|args| &mut args.fail_safe_throttle, "5")),
     Argument::new("soft_timeout", &[Cached],     Kind::Duration(|args| &mut args.soft_timeout, "1")),
     Argument::new("early_refresh", &[Cached],    Kind::Bool(|args| &mut args.early_refresh)),
+    Argument::new("cache_if",   &[Cached, Put],  Kind::Path(|args| &mut args.cache_if, "is_worth_caching")),
+    Argument::new("ttl_from",   &[Cached, Put],  Kind::Path(|args| &mut args.ttl_from, "token_lifetime")),
 ];
 
 const ALL: &[Attribute] = &[Cached, Put, Evict];
@@ -96,6 +98,8 @@ enum Kind {
     Bool(fn(&mut Args) -> &mut Option<Given<LitBool>>),
     /// Any expression; syn's own errors say what is wrong with it.
     Expr(fn(&mut Args) -> &mut Option<Given<Expr>>),
+    /// A path to a function; the field and an example.
+    Path(fn(&mut Args) -> &mut Option<Given<Path>>, &'static str),
 }
 
 /// An argument given once, with the span of its name: some errors about its
@@ -129,6 +133,8 @@ pub struct Args {
     pub fail_safe_throttle: Option<Given<Lit>>,
     pub soft_timeout: Option<Given<Lit>>,
     pub early_refresh: Option<Given<LitBool>>,
+    pub cache_if: Option<Given<Path>>,
+    pub ttl_from: Option<Given<Path>>,
 }
 
 impl Args {
@@ -216,6 +222,14 @@ impl Args {
                 let value = input.parse()?;
                 set_once(field(self), Given { name, value }, argument.name)?;
             }
+            Kind::Path(field, example) => {
+                let message = format!(
+                    "`{0}` must be the path of a function, as in `{0} = {example}`",
+                    argument.name
+                );
+                let value: Path = value(input, &message)?;
+                set_once(field(self), Given { name, value }, argument.name)?;
+            }
         }
         Ok(())
     }
@@ -282,7 +296,7 @@ mod tests {
     fn lists_what_each_attribute_takes() {
         assert_eq!(
             error(Put, "stale = 5"),
-            "`stale` does not apply to #[cache_put]: expected `key`, `ttl`, `tag`, `cache_none` or `cache`"
+            "`stale` does not apply to #[cache_put]: expected `key`, `ttl`, `tag`, `cache_none`, `cache`, `cache_if` or `ttl_from`"
         );
         assert_eq!(
             error(Evict, "nope = 5"),
@@ -290,7 +304,7 @@ mod tests {
         );
         assert_eq!(
             error(Cached, "type = 5"),
-            "expected one of: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`, `lock`, `coalesce`, `before`, `propagate`, `local`, `fail_safe`, `fail_safe_throttle`, `soft_timeout`, `early_refresh`"
+            "expected one of: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`, `lock`, `coalesce`, `before`, `propagate`, `local`, `fail_safe`, `fail_safe_throttle`, `soft_timeout`, `early_refresh`, `cache_if`, `ttl_from`"
         );
     }
 

@@ -127,6 +127,7 @@ fn expand_cached(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> T
     // that borrows a parameter or holds an `Rc` is told.
     let call_span = plan.detach_span.unwrap_or_else(|| return_type.span());
     let local_ops = local_ops(plan, &shape, return_type);
+    let rules = store_rules(plan, &shape, return_type);
     let call = quote_spanned! {call_span=>
         ::cache_runtime::__private::#entry_point::<#shape, #return_type, _>(
             __cache_ctx,
@@ -134,6 +135,7 @@ fn expand_cached(function: &ItemFn, plan: &Plan, cache: Option<&syn::Expr>) -> T
             __cache_key,
             __cache_tags,
             #local_ops,
+            #rules,
             #body,
         )
         .await
@@ -352,6 +354,7 @@ fn put_body_named(
     let key = key_expr(plan, key_function);
     let tags = tags_expr(&plan.tags);
     let body = moved_body(return_type, block);
+    let rules = store_rules(plan, &shape, return_type);
     quote_spanned! {return_type.span()=>
         #site
         ::cache_runtime::__private::assert_storable::<#shape, #return_type>();
@@ -364,6 +367,7 @@ fn put_body_named(
                     &__CACHE_SITE,
                     __cache_key,
                     __cache_tags,
+                    #rules,
                     #body,
                 )
                 .await
@@ -510,6 +514,23 @@ fn local_ops(plan: &Plan, shape: &TokenStream, return_type: &Type) -> TokenStrea
         use ::cache_runtime::__private::{NotLocal as _, ViaClone as _};
         (&::cache_runtime::__private::Probe::<#stored>::new()).local_ops()
     }}
+}
+
+/// The rules that decide, from the value, whether and for how long it is
+/// stored: `StoreRules::new()`, with `.cache_if(path)` and
+/// `.ttl_from(path)`. A path that names no function, or one of the wrong
+/// type, is an error at the path: the methods take `fn(&Stored) -> bool`
+/// and `fn(&Stored) -> Duration`.
+fn store_rules(plan: &Plan, shape: &TokenStream, return_type: &Type) -> TokenStream {
+    let stored = quote!(<#shape as ::cache_runtime::__private::Shape<#return_type>>::Stored);
+    let mut rules = quote!(::cache_runtime::__private::StoreRules::<#stored>::new());
+    if let Some(path) = &plan.cache_if {
+        rules = quote!(#rules.cache_if(#path));
+    }
+    if let Some(path) = &plan.ttl_from {
+        rules = quote!(#rules.ttl_from(#path));
+    }
+    rules
 }
 
 /// `.ttl_millis(60000).stale_millis(300000).lock(true)`: the attribute's

@@ -28,6 +28,10 @@ pub struct Plan {
     pub coalesce: bool,
     /// Where `local = true` is written, if it is.
     pub local: Option<Span>,
+    /// `cache_if = path`: stores a value only when it returns true.
+    pub cache_if: Option<syn::Path>,
+    /// `ttl_from = path`: the TTL of a value, bounded by `ttl`.
+    pub ttl_from: Option<syn::Path>,
     pub shape: Shape,
     pub return_type: Type,
     pub has_receiver: bool,
@@ -193,6 +197,8 @@ pub fn validate(attribute: Attribute, args: &Args, function: &ItemFn) -> syn::Re
             soft_timeout_millis,
             early_refresh,
             detach_span: detach_span(args),
+            cache_if: args.cache_if.as_ref().map(|given| given.value.clone()),
+            ttl_from: args.ttl_from.as_ref().map(|given| given.value.clone()),
             lock: args.lock.as_ref().is_some_and(Given::is_true),
             coalesce: args.coalesce.as_ref().is_none_or(Given::is_true),
             local,

@@ -33,6 +33,7 @@
 //
 // Leaves: settings, keys, the stored format, errors, incidents, retries.
 mod builder;
+mod bypass;
 mod change;
 mod codec;
 mod config;
@@ -73,6 +74,7 @@ mod cache;
 pub mod __private;
 
 pub use builder::CacheBuilder;
+pub use bypass::bypass;
 pub use cache::{Cache, escape_key_part};
 pub use change::Target;
 pub use config::{ConnectionPlacement, LocalTierSettings};

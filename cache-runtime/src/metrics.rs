@@ -11,6 +11,7 @@
 //! | counter | `cache_errors_total` | `function` | failed Redis operations (unreachable, deadline passed, server error); a call whose lookup failed ran its body and counts here, not as a miss; a miss whose store then failed counts in both |
 //! | counter | `cache_coalesced_total` | `function` | calls that waited for another caller's run of the body (in this process, or in another one holding the key's lease or its `lock`) |
 //! | counter | `cache_refreshes_total` | `function` | background refreshes of stale values, and early refreshes (`early_refresh = true`) |
+//! | counter | `cache_bypassed_total` | `function` | calls made inside [`bypass`](crate::bypass), which ran the body without the cache |
 //! | counter | `cache_fail_safe_total` | `function` | calls answered with the last good value (`fail_safe = …`) because the body failed or passed its `soft_timeout`, or because a recent failure throttles it (`fail_safe_throttle`) |
 //! | counter | `cache_evictions_total` | `function` | evictions by a `#[cache_evict]` function or a derived invalidator that succeeded |
 //! | counter | `cache_eviction_errors_total` | `function` | evictions that failed (each one is retried in the background) |
@@ -112,6 +113,7 @@ struct Handles {
     coalesced: Counter,
     refreshes: Counter,
     fail_safe: Counter,
+    bypassed: Counter,
     evictions: Counter,
     eviction_errors: Counter,
     oversized: Counter,
@@ -148,6 +150,7 @@ impl Handles {
             coalesced: counter_if(cached, "cache_coalesced_total"),
             refreshes: counter_if(cached, "cache_refreshes_total"),
             fail_safe: counter_if(cached, "cache_fail_safe_total"),
+            bypassed: counter_if(cached, "cache_bypassed_total"),
             evictions: counter_if(evicts, "cache_evictions_total"),
             eviction_errors: counter_if(evicts, "cache_eviction_errors_total"),
             oversized: counter_if(stores, "cache_oversized_total"),
@@ -191,6 +194,11 @@ fn describe() {
         "cache_fail_safe_total",
         Unit::Count,
         "Calls answered with the last good value because the function failed or was slow."
+    );
+    describe_counter!(
+        "cache_bypassed_total",
+        Unit::Count,
+        "Calls made inside bypass(), which ran the function without the cache."
     );
     describe_counter!(
         "cache_evictions_total",
@@ -330,6 +338,10 @@ impl CallSite {
 
     pub(crate) fn record_fail_safe(&self) {
         self.handles().fail_safe.increment(1);
+    }
+
+    pub(crate) fn record_bypass(&self) {
+        self.handles().bypassed.increment(1);
     }
 
     pub(crate) fn record_eviction(&self) {

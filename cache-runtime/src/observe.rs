@@ -29,6 +29,9 @@ pub enum Outcome {
     /// `soft_timeout` (it then runs on, and stores its result), or a recent
     /// failure throttles it (`fail_safe_throttle`).
     FailSafe,
+    /// Inside [`bypass`](crate::bypass): the body ran, and nothing was read
+    /// or stored.
+    Bypassed,
 }
 
 impl Outcome {
@@ -41,6 +44,7 @@ impl Outcome {
             Outcome::Miss => "miss",
             Outcome::Error => "error",
             Outcome::FailSafe => "fail_safe",
+            Outcome::Bypassed => "bypassed",
         }
     }
 }

@@ -11,7 +11,9 @@ pub use crate::local::{LocalOps, NotLocal, Probe, ViaClone};
 pub use crate::metrics::CallSite;
 use crate::metrics::SiteKind;
 pub use crate::observe::{Observe, Outcome};
-pub use crate::shape::{AnyValue, OkValues, OptionValues, Shape, SomeValues, Succeeded};
+pub use crate::shape::{
+    AnyValue, OkValues, OptionValues, Shape, SomeValues, StoreRules, Succeeded,
+};
 use crate::{Cache, CacheError};
 
 /// The process-wide default cache.
@@ -41,6 +43,7 @@ pub fn cached_call<S, R, Fut>(
     key: String,
     tags: Vec<String>,
     local_ops: Option<LocalOps<S::Stored>>,
+    rules: StoreRules<S::Stored>,
     body: Fut,
 ) -> Observe<impl Future<Output = (R, Outcome)>>
 where
@@ -53,6 +56,7 @@ where
         key,
         tags,
         local_ops,
+        rules,
         body,
     )
 }
@@ -67,11 +71,12 @@ pub fn cached_call_detachable<S, R, Fut>(
     key: String,
     tags: Vec<String>,
     local_ops: Option<LocalOps<S::Stored>>,
+    rules: StoreRules<S::Stored>,
     body: Fut,
 ) -> Observe<impl Future<Output = (R, Outcome)>>
 where
     S: Shape<R>,
-    S::Stored: Send,
+    S::Stored: Send + 'static,
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
@@ -81,6 +86,7 @@ where
         key,
         tags,
         local_ops,
+        rules,
         body,
     )
 }
@@ -95,13 +101,14 @@ pub fn put_call<S, R, Fut>(
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
+    rules: StoreRules<S::Stored>,
     body: Fut,
 ) -> impl Future<Output = R>
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    crate::call::put_call::<S, R, Fut>(cache.engine(), site, key, tags, body)
+    crate::call::put_call::<S, R, Fut>(cache.engine(), site, key, tags, rules, body)
 }
 
 /// A `#[cache_evict]` call.

@@ -106,3 +106,53 @@ impl<R> Succeeded<R> for AnyValue {
         true
     }
 }
+
+/// What decides, from the value itself, whether a result is stored and for
+/// how long: `cache_if` and `ttl_from` on the attribute. Built by generated
+/// code.
+pub struct StoreRules<T> {
+    cache_if: Option<fn(&T) -> bool>,
+    ttl_from: Option<fn(&T) -> std::time::Duration>,
+}
+
+impl<T> Clone for StoreRules<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for StoreRules<T> {}
+
+impl<T> StoreRules<T> {
+    /// No rule: every storable value is stored, for the function's TTL.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        StoreRules {
+            cache_if: None,
+            ttl_from: None,
+        }
+    }
+
+    /// Stores a value only when `predicate` returns true for it.
+    pub const fn cache_if(mut self, predicate: fn(&T) -> bool) -> Self {
+        self.cache_if = Some(predicate);
+        self
+    }
+
+    /// Takes a value's TTL from `ttl`, bounded by the function's.
+    pub const fn ttl_from(mut self, ttl: fn(&T) -> std::time::Duration) -> Self {
+        self.ttl_from = Some(ttl);
+        self
+    }
+
+    /// Whether `value` may be stored.
+    pub(crate) fn admits(&self, value: &T) -> bool {
+        self.cache_if.is_none_or(|predicate| predicate(value))
+    }
+
+    /// `value`'s TTL: `ttl`, or what `ttl_from` gives if that is shorter.
+    pub(crate) fn ttl(&self, value: &T, ttl: std::time::Duration) -> std::time::Duration {
+        self.ttl_from
+            .map_or(ttl, |ttl_from| ttl.min(ttl_from(value)))
+    }
+}

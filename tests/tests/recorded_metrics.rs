@@ -81,6 +81,7 @@ fn a_miss_then_a_hit_are_recorded_with_the_function_and_tier_labels() {
         "cache_coalesced_total",
         "cache_refreshes_total",
         "cache_fail_safe_total",
+        "cache_bypassed_total",
         "cache_oversized_total",
     ] {
         assert_eq!(counter(name, vec![function()]), 0, "{name}");
@@ -148,6 +149,7 @@ fn each_kind_of_function_has_only_the_series_it_records() {
         set(&[
             "cache_call_duration_seconds",
             "cache_coalesced_total",
+            "cache_bypassed_total",
             "cache_errors_total",
             "cache_fail_safe_total",
             "cache_hits_total{tier=local}",

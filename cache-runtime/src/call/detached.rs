@@ -17,7 +17,7 @@ use crate::change::Change;
 use crate::engine::Engine;
 use crate::flight::Joined;
 use crate::metrics::CallSite;
-use crate::shape::Shape;
+use crate::shape::{Shape, StoreRules};
 
 /// Starts the one background refresh of a stale key (or, with
 /// `early_refresh`, of one near its end), read fresh until
@@ -28,10 +28,11 @@ pub(super) fn spawn_refresh<S, R, Fut>(
     site: &'static CallSite,
     key: EntryKey,
     seen_fresh_until: u64,
+    rules: StoreRules<S::Stored>,
     body: Fut,
 ) where
     S: Shape<R>,
-    S::Stored: Send,
+    S::Stored: Send + 'static,
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
@@ -53,7 +54,7 @@ pub(super) fn spawn_refresh<S, R, Fut>(
             };
             let started = Instant::now();
             let result = body.await;
-            let entry = entry_of::<S, R>(&engine, site, &result, started.elapsed());
+            let entry = entry_of::<S, R>(&engine, site, &result, started.elapsed(), &rules);
             drop(result);
             finish_refresh(&engine, site, key, leader, entry).await;
         }
@@ -86,10 +87,12 @@ pub(super) fn spawn_detached<S, R, Fut>(
     site: &'static CallSite,
     key: &EntryKey,
     leader: Leader,
+    rules: StoreRules<S::Stored>,
     body: Fut,
 ) -> Detach<R, Fut>
 where
     S: Shape<R>,
+    S::Stored: 'static,
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
@@ -107,7 +110,7 @@ where
             let entry = if S::failed(&result) {
                 Entry::FailSafe
             } else {
-                entry_of::<S, R>(&engine, site, &result, started.elapsed())
+                entry_of::<S, R>(&engine, site, &result, started.elapsed(), &rules)
             };
             // The caller may have stopped waiting.
             let _ = sender.send(result);

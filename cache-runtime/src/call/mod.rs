@@ -53,7 +53,7 @@ use crate::incident::Incident;
 use crate::local::{LocalOps, LocalTier, Mark};
 use crate::metrics::{CallOptions, CallSite};
 use crate::observe::{Observe, Observed, Outcome};
-use crate::shape::Shape;
+use crate::shape::{Shape, StoreRules};
 
 mod detached;
 mod run;
@@ -115,6 +115,7 @@ pub(crate) trait BodyPolicy<S: Shape<R>, R, Fut> {
         site: &'static CallSite,
         key: EntryKey,
         seen_fresh_until: u64,
+        rules: StoreRules<S::Stored>,
         body: Fut,
     );
 
@@ -125,6 +126,7 @@ pub(crate) trait BodyPolicy<S: Shape<R>, R, Fut> {
         site: &'static CallSite,
         key: &EntryKey,
         leader: Leader,
+        rules: StoreRules<S::Stored>,
         body: Fut,
     ) -> Detach<R, Fut>;
 }
@@ -143,7 +145,14 @@ pub(crate) enum Detach<R, Fut> {
 pub(crate) struct Attached;
 
 impl<S: Shape<R>, R, Fut> BodyPolicy<S, R, Fut> for Attached {
-    fn refresh(_: &Arc<Engine>, _: &'static CallSite, _: EntryKey, _: u64, _: Fut) {
+    fn refresh(
+        _: &Arc<Engine>,
+        _: &'static CallSite,
+        _: EntryKey,
+        _: u64,
+        _: StoreRules<S::Stored>,
+        _: Fut,
+    ) {
         debug_assert!(
             false,
             "only a function with `stale` or `early_refresh` refreshes"
@@ -155,6 +164,7 @@ impl<S: Shape<R>, R, Fut> BodyPolicy<S, R, Fut> for Attached {
         _: &'static CallSite,
         _: &EntryKey,
         leader: Leader,
+        _: StoreRules<S::Stored>,
         body: Fut,
     ) -> Detach<R, Fut> {
         Detach::Refused(leader, body)
@@ -169,7 +179,7 @@ pub(crate) struct Detachable;
 impl<S, R, Fut> BodyPolicy<S, R, Fut> for Detachable
 where
     S: Shape<R>,
-    S::Stored: Send,
+    S::Stored: Send + 'static,
     R: Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
@@ -178,9 +188,10 @@ where
         site: &'static CallSite,
         key: EntryKey,
         seen_fresh_until: u64,
+        rules: StoreRules<S::Stored>,
         body: Fut,
     ) {
-        spawn_refresh::<S, R, Fut>(engine, site, key, seen_fresh_until, body);
+        spawn_refresh::<S, R, Fut>(engine, site, key, seen_fresh_until, rules, body);
     }
 
     fn detach(
@@ -188,9 +199,10 @@ where
         site: &'static CallSite,
         key: &EntryKey,
         leader: Leader,
+        rules: StoreRules<S::Stored>,
         body: Fut,
     ) -> Detach<R, Fut> {
-        spawn_detached::<S, R, Fut>(engine, site, key, leader, body)
+        spawn_detached::<S, R, Fut>(engine, site, key, leader, rules, body)
     }
 }
 
@@ -218,6 +230,7 @@ pub(crate) fn cached_call<P, S, R, Fut>(
     key: String,
     tags: Vec<String>,
     local_ops: Option<LocalOps<S::Stored>>,
+    rules: StoreRules<S::Stored>,
     body: Fut,
 ) -> Observe<impl Future<Output = (R, Outcome)>>
 where
@@ -230,6 +243,10 @@ where
     let observed = Observed::start(site);
     let started = observed.started;
     let call = async move {
+        if crate::bypass::bypassed() {
+            site.record_bypass();
+            return (body.await, Outcome::Bypassed);
+        }
         let (redis_failed, local, undecodable, expired) =
             match look_up::<S::Stored>(engine, site, &key, local, started).await {
                 Found::Value(value, outcome) => return (S::from_stored(value), outcome),
@@ -238,7 +255,7 @@ where
                     outcome,
                     seen_fresh_until,
                 } => {
-                    P::refresh(engine, site, key, seen_fresh_until, body);
+                    P::refresh(engine, site, key, seen_fresh_until, rules, body);
                     return (S::from_stored(value), outcome);
                 }
                 Found::Nothing {
@@ -260,7 +277,7 @@ where
             undecodable,
             expired,
         };
-        miss_boxed::<P, S, R, Fut>(run, body, local, fallback).await
+        miss_boxed::<P, S, R, Fut>(run, body, local, fallback, rules).await
     };
     Observe::new(call, observed)
 }

@@ -18,7 +18,7 @@ use crate::flight::{FlightState, LeaderGuard};
 use crate::incident::Incident;
 use crate::metrics::{CallSite, SiteKind};
 use crate::observe::Outcome;
-use crate::shape::Shape;
+use crate::shape::{Shape, StoreRules};
 
 /// [`miss`] on the heap. A future is as large as its largest state, and
 /// every call moves its future a few times (into the caller's): the miss
@@ -31,13 +31,14 @@ pub(super) fn miss_boxed<'a, P, S, R, Fut>(
     body: Fut,
     local: LocalRead<'a, S::Stored>,
     fallback: Option<S::Stored>,
+    rules: StoreRules<S::Stored>,
 ) -> Pin<Box<impl Future<Output = (R, Outcome)>>>
 where
     P: BodyPolicy<S, R, Fut>,
     S: Shape<R>,
     Fut: Future<Output = R>,
 {
-    Box::pin(miss::<P, S, R, Fut>(run, body, local, fallback))
+    Box::pin(miss::<P, S, R, Fut>(run, body, local, fallback, rules))
 }
 
 /// After a miss or a failed lookup: coalesce with other callers of the key
@@ -55,6 +56,7 @@ async fn miss<P, S, R, Fut>(
     body: Fut,
     local: LocalRead<'_, S::Stored>,
     fallback: Option<S::Stored>,
+    rules: StoreRules<S::Stored>,
 ) -> (R, Outcome)
 where
     P: BodyPolicy<S, R, Fut>,
@@ -96,7 +98,7 @@ where
     let mut body = body;
     if let Some(deadline) = soft_deadline {
         // Detached, the body runs on past the deadline, and stores its result.
-        match P::detach(run.engine, run.site, run.key, leader, body) {
+        match P::detach(run.engine, run.site, run.key, leader, rules, body) {
             Detach::Running(result) => {
                 return match tokio::time::timeout_at(deadline.into(), result).await {
                     Ok(Ok(result)) if !S::failed(&result) => (result, outcome),
@@ -114,7 +116,7 @@ where
         leader.fail_safe(&run).await;
         return answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Failed);
     }
-    let entry = entry_of::<S, R>(run.engine, run.site, &result, took);
+    let entry = entry_of::<S, R>(run.engine, run.site, &result, took, &rules);
     let stored = leader.finish(&run, entry).await;
     if let (Some((tier, ops, since)), Some(stored), Some(value)) =
         (&local, stored, S::storable(&result))
@@ -257,6 +259,9 @@ async fn lead(
 pub(super) enum Entry {
     /// The shape stores nothing for this result (`Err`, `None`).
     Nothing,
+    /// The function's `cache_if` declined the value, or its `ttl_from` gave
+    /// it no time: for a write-through, the old entry must go.
+    Declined,
     /// The body failed, and the call is answered with the last good value:
     /// the entry the run's guard expects, shared if the key still holds it.
     FailSafe,
@@ -276,18 +281,26 @@ pub(super) enum Entry {
     },
 }
 
-/// The entry to store for `result`, which the body took `took` to make.
+/// The entry to store for `result`, which the body took `took` to make,
+/// under the function's `rules`.
 pub(super) fn entry_of<S: Shape<R>, R>(
     engine: &Engine,
     site: &CallSite,
     result: &R,
     took: Duration,
+    rules: &StoreRules<S::Stored>,
 ) -> Entry {
     let Some(stored) = S::storable(result) else {
         return Entry::Nothing;
     };
+    if !rules.admits(stored) {
+        return Entry::Declined;
+    }
     let options = &site.options;
-    let ttl = site_ttl(engine, site);
+    let ttl = rules.ttl(stored, site_ttl(engine, site));
+    if ttl.is_zero() {
+        return Entry::Declined;
+    }
     let kept_past_ttl = Duration::from_millis(options.stale_millis + options.fail_safe_millis);
     let metadata = Metadata {
         fresh_until: options
@@ -344,7 +357,7 @@ async fn share_and_store(
         }
     };
     let outcome = match entry {
-        Entry::Nothing => {
+        Entry::Nothing | Entry::Declined => {
             guard.release().await;
             StoreOutcome::NotStored
         }
@@ -493,6 +506,7 @@ pub(crate) async fn put_call<S, R, Fut>(
     site: &'static CallSite,
     key: String,
     tags: Vec<String>,
+    rules: StoreRules<S::Stored>,
     body: Fut,
 ) -> R
 where
@@ -502,7 +516,7 @@ where
     site.register(SiteKind::Put);
     let started = Instant::now();
     let result = body.await;
-    let entry = entry_of::<S, R>(engine, site, &result, started.elapsed());
+    let entry = entry_of::<S, R>(engine, site, &result, started.elapsed(), &rules);
     put(engine, site, key, &tags, entry).await;
     result
 }
@@ -523,7 +537,7 @@ async fn put(
     let stored = match entry {
         // `Err`, `None`: the write did not happen.
         Entry::Nothing => return,
-        Entry::TooLarge(_) | Entry::Unencodable | Entry::FailSafe => false,
+        Entry::TooLarge(_) | Entry::Unencodable | Entry::Declined | Entry::FailSafe => false,
         Entry::Ready {
             bytes, redis_ttl, ..
         } => {
