@@ -61,6 +61,7 @@ const ARGUMENTS: &[Argument] = &[
     Argument::new("fail_safe_throttle", &[Cached], Kind::Duration(|args| &mut args.fail_safe_throttle, "5")),
     Argument::new("soft_timeout", &[Cached],     Kind::Duration(|args| &mut args.soft_timeout, "1")),
     Argument::new("early_refresh", &[Cached],    Kind::Bool(|args| &mut args.early_refresh)),
+    Argument::new("format",     &[Cached, Put],  Kind::Choice(|args| &mut args.format, &["json", "binary"])),
     Argument::new("cache_if",   &[Cached, Put],  Kind::Path(|args| &mut args.cache_if, "is_worth_caching")),
     Argument::new("ttl_from",   &[Cached, Put],  Kind::Path(|args| &mut args.ttl_from, "token_lifetime")),
 ];
@@ -98,6 +99,11 @@ enum Kind {
     Bool(fn(&mut Args) -> &mut Option<Given<LitBool>>),
     /// Any expression; syn's own errors say what is wrong with it.
     Expr(fn(&mut Args) -> &mut Option<Given<Expr>>),
+    /// One of a few strings; the field and the choices.
+    Choice(
+        fn(&mut Args) -> &mut Option<Given<LitStr>>,
+        &'static [&'static str],
+    ),
     /// A path to a function; the field and an example.
     Path(fn(&mut Args) -> &mut Option<Given<Path>>, &'static str),
 }
@@ -133,6 +139,7 @@ pub struct Args {
     pub fail_safe_throttle: Option<Given<Lit>>,
     pub soft_timeout: Option<Given<Lit>>,
     pub early_refresh: Option<Given<LitBool>>,
+    pub format: Option<Given<LitStr>>,
     pub cache_if: Option<Given<Path>>,
     pub ttl_from: Option<Given<Path>>,
 }
@@ -222,6 +229,15 @@ impl Args {
                 let value = input.parse()?;
                 set_once(field(self), Given { name, value }, argument.name)?;
             }
+            Kind::Choice(field, choices) => {
+                let quoted: Vec<String> = choices.iter().map(|c| format!("\"{c}\"")).collect();
+                let message = format!("`{}` is {}", argument.name, quoted.join(" or "));
+                let value: LitStr = value(input, &message)?;
+                if !choices.contains(&value.value().as_str()) {
+                    return Err(syn::Error::new(value.span(), message));
+                }
+                set_once(field(self), Given { name, value }, argument.name)?;
+            }
             Kind::Path(field, example) => {
                 let message = format!(
                     "`{0}` must be the path of a function, as in `{0} = {example}`",
@@ -296,7 +312,7 @@ mod tests {
     fn lists_what_each_attribute_takes() {
         assert_eq!(
             error(Put, "stale = 5"),
-            "`stale` does not apply to #[cache_put]: expected `key`, `ttl`, `tag`, `cache_none`, `cache`, `cache_if` or `ttl_from`"
+            "`stale` does not apply to #[cache_put]: expected `key`, `ttl`, `tag`, `cache_none`, `cache`, `format`, `cache_if` or `ttl_from`"
         );
         assert_eq!(
             error(Evict, "nope = 5"),
@@ -304,7 +320,7 @@ mod tests {
         );
         assert_eq!(
             error(Cached, "type = 5"),
-            "expected one of: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`, `lock`, `coalesce`, `before`, `propagate`, `local`, `fail_safe`, `fail_safe_throttle`, `soft_timeout`, `early_refresh`, `cache_if`, `ttl_from`"
+            "expected one of: `key`, `ttl`, `tag`, `cache_none`, `cache`, `stale`, `lock`, `coalesce`, `before`, `propagate`, `local`, `fail_safe`, `fail_safe_throttle`, `soft_timeout`, `early_refresh`, `format`, `cache_if`, `ttl_from`"
         );
     }
 

@@ -555,6 +555,16 @@ fn call_options(plan: &Plan) -> TokenStream {
     if plan.early_refresh {
         options.extend(quote!(.early_refresh(true)));
     }
+    if let Some(span) = plan.binary {
+        // Spanned at `"binary"`: without the `binary` feature, the error
+        // that names it points there.
+        options.extend(
+            quote_spanned!(span=> .format(::cache_runtime::__private::binary_format::<()>())),
+        );
+    }
+    if plan.json {
+        options.extend(quote!(.format(::cache_runtime::Format::Json)));
+    }
     if plan.lock {
         options.extend(quote!(.lock(true)));
     }

@@ -28,6 +28,11 @@ pub struct Plan {
     pub coalesce: bool,
     /// Where `local = true` is written, if it is.
     pub local: Option<Span>,
+    /// Where `format = "binary"` is written, if it is: the `binary`
+    /// feature is required there.
+    pub binary: Option<Span>,
+    /// `format = "json"` is written: the cache's default format is not used.
+    pub json: bool,
     /// `cache_if = path`: stores a value only when it returns true.
     pub cache_if: Option<syn::Path>,
     /// `ttl_from = path`: the TTL of a value, bounded by `ttl`.
@@ -197,6 +202,15 @@ pub fn validate(attribute: Attribute, args: &Args, function: &ItemFn) -> syn::Re
             soft_timeout_millis,
             early_refresh,
             detach_span: detach_span(args),
+            binary: args
+                .format
+                .as_ref()
+                .filter(|format| format.value.value() == "binary")
+                .map(|format| format.value.span()),
+            json: args
+                .format
+                .as_ref()
+                .is_some_and(|format| format.value.value() == "json"),
             cache_if: args.cache_if.as_ref().map(|given| given.value.clone()),
             ttl_from: args.ttl_from.as_ref().map(|given| given.value.clone()),
             lock: args.lock.as_ref().is_some_and(Given::is_true),

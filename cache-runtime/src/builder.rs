@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::codec::Format;
 use crate::config::{Config, ConnectionPlacement, LocalTierSettings};
 use crate::defaults;
 use crate::error::ConfigError;
@@ -41,6 +42,8 @@ pub struct CacheBuilder {
     lock_wait: Option<Duration>,
     lease: Option<Duration>,
     max_value_size: Option<usize>,
+    format: Option<Format>,
+    compress_above: Option<usize>,
     tls_root_ca: Option<Vec<u8>>,
     cluster_urls: Option<Vec<String>>,
     local_tier: Option<LocalTierSettings>,
@@ -144,11 +147,30 @@ impl CacheBuilder {
         self
     }
 
-    /// Encoded entries larger than this many bytes are not stored: the call
-    /// returns its value, and the incident is logged and counted
-    /// (`oversized`). Default: [`defaults::MAX_VALUE_SIZE`] (16 MiB).
+    /// Values whose serialized form (before compression) is larger than this
+    /// many bytes are not stored: the call returns its value, and the
+    /// incident is logged and counted (`oversized`). A compressed entry that
+    /// claims more is read as a miss, without allocating its claim.
+    /// Default: [`defaults::MAX_VALUE_SIZE`] (16 MiB).
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = Some(bytes);
+        self
+    }
+
+    /// The format of every function that does not choose one with
+    /// `format = …`. Default: [`Format::Json`], readable in `redis-cli`.
+    /// [`Format::Binary`] needs the `binary` feature (`build` refuses it
+    /// otherwise). Entries in either format are read whatever this says.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = Some(format);
+        self
+    }
+
+    /// Serialized values larger than this many bytes are stored compressed
+    /// (LZ4), in any format. Default: [`defaults::COMPRESS_ABOVE`] (16 KiB);
+    /// `usize::MAX` never compresses.
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = Some(bytes);
         self
     }
 
@@ -237,6 +259,7 @@ impl CacheBuilder {
             &cluster_urls,
             self.tls_root_ca.is_some(),
             self.local_tier.is_some(),
+            self.format == Some(Format::Binary),
         )?;
         Ok(Config {
             url,
@@ -263,6 +286,10 @@ impl CacheBuilder {
             lock_wait: positive(self.lock_wait, defaults::LOCK_WAIT, "lock_wait")?,
             lease: positive(self.lease, defaults::LEASE, "lease")?,
             max_value_size: self.max_value_size.unwrap_or(defaults::MAX_VALUE_SIZE),
+            encoding: crate::codec::Encoding {
+                format: self.format.unwrap_or_default(),
+                compress_above: self.compress_above.unwrap_or(defaults::COMPRESS_ABOVE),
+            },
             tls_root_ca: self.tls_root_ca,
             cluster_urls,
             local_tier: self.local_tier,
@@ -278,6 +305,7 @@ fn require_features(
     cluster_urls: &[String],
     tls_root_ca: bool,
     local_tier: bool,
+    binary_format: bool,
 ) -> Result<(), ConfigError> {
     let off = |feature, needed_for| {
         Err(ConfigError::FeatureDisabled {
@@ -302,6 +330,9 @@ fn require_features(
     }
     if !cfg!(feature = "local") && local_tier {
         return off("local", "the local tier (`local_tier`)");
+    }
+    if !cfg!(feature = "binary") && binary_format {
+        return off("binary", "the binary format (`format(Format::Binary)`)");
     }
     Ok(())
 }

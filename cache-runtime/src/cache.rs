@@ -162,7 +162,7 @@ impl Cache {
         value: &T,
         ttl: Duration,
     ) -> Result<(), CacheError> {
-        let bytes = crate::codec::encode(value, crate::codec::Metadata::default())
+        let bytes = crate::codec::encode_json(value, crate::codec::Metadata::default())
             .map_err(CacheError::Encode)?;
         let max = self.engine.config.max_value_size;
         if bytes.len() > max {

@@ -24,6 +24,9 @@ pub(crate) struct Config {
     pub(crate) lock_wait: Duration,
     pub(crate) lease: Duration,
     pub(crate) max_value_size: usize,
+    /// The format of functions that do not choose one, and when values
+    /// are compressed.
+    pub(crate) encoding: crate::codec::Encoding,
     /// PEM root certificates trusted for `rediss://`, instead of the system's.
     pub(crate) tls_root_ca: Option<Vec<u8>>,
     /// Seed nodes of a Redis Cluster; empty for a single server at `url`.
@@ -96,6 +99,7 @@ impl fmt::Debug for Config {
             .field("lock_wait", &self.lock_wait)
             .field("lease", &self.lease)
             .field("max_value_size", &self.max_value_size)
+            .field("encoding", &self.encoding)
             .field("tls_root_ca", &self.tls_root_ca.as_ref().map(|_| "<PEM>"))
             .finish()
     }

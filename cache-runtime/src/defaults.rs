@@ -32,9 +32,16 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// How long a process waits for the lock holder's value before it runs the
 /// body itself.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
-/// Encoded entries larger than this are not stored (the call still returns
-/// its value): one huge value must not fill Redis or stall its connection.
+/// Values whose serialized form (before compression) is larger than this
+/// are not stored (the call still returns its value): one huge value must
+/// not fill Redis or stall its connection. A compressed entry that claims
+/// more is a miss, read without allocating its claim.
 pub const MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
+/// Serialized values larger than this many bytes are compressed (LZ4), in
+/// any format: large values then cost Redis memory and the network about a
+/// fifth of their size (BENCHMARKS.md, "Large values"), while an entry of
+/// typical size stays readable JSON in `redis-cli`.
+pub const COMPRESS_ABOVE: usize = 16 * 1024;
 /// The most entries the local tier keeps.
 pub const LOCAL_MAX_ENTRIES: u64 = 10_000;
 /// The most bytes the local tier keeps, counted as the entries' encoded sizes.

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::announce::Announcer;
 use crate::change::Change;
-use crate::codec::{self, Decoded, Metadata};
+use crate::codec::{self, Decoded, Encoded, Encoding, Metadata};
 use crate::config::Config;
 use crate::error::{CacheError, ConfigError};
 use crate::flight::Flights;
@@ -167,16 +167,25 @@ impl Engine {
         builder.finish()
     }
 
-    /// Encodes a result for storing; logs a failure.
-    pub(crate) fn encode<T: Serialize + ?Sized>(
+    /// Encodes a result of `site`'s function for storing, in its format;
+    /// logs a failure.
+    pub(crate) fn encode<T: Serialize + DeserializeOwned>(
         &self,
+        site: &CallSite,
         value: &T,
         metadata: Metadata,
-    ) -> Option<Vec<u8>> {
-        codec::encode(value, metadata)
+    ) -> Option<Encoded> {
+        let encoding = Encoding {
+            format: site.options.format.unwrap_or(self.config.encoding.format),
+            ..self.config.encoding
+        };
+        codec::encode(value, metadata, encoding)
             .map_err(|error| {
                 self.incidents().warn(Incident::Encode, || {
-                    format!("the result cannot be serialized, so it is not cached: {error}")
+                    format!(
+                        "a result of `{}` cannot be serialized, so it is not cached: {error}",
+                        site.name()
+                    )
                 });
             })
             .ok()
@@ -185,7 +194,7 @@ impl Engine {
     /// Decodes a stored entry; one that does not decode is logged, and read
     /// as a miss that the next store overwrites.
     pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<Decoded<T>> {
-        match codec::decode(bytes) {
+        match codec::decode(bytes, self.config.max_value_size) {
             Ok(value) => Some(value),
             Err(error) => {
                 self.incidents().warn(Incident::Decode, || {

@@ -77,6 +77,7 @@ pub use builder::CacheBuilder;
 pub use bypass::bypass;
 pub use cache::{Cache, escape_key_part};
 pub use change::Target;
+pub use codec::Format;
 pub use config::{ConnectionPlacement, LocalTierSettings};
 pub use error::{AlreadyInstalled, CacheError, ConfigError};
 pub use evict::{PendingInvalidations, deferred};

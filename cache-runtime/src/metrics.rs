@@ -74,6 +74,8 @@ pub(crate) struct CallOptions {
     /// `soft_timeout`, in milliseconds; 0 for none.
     pub(crate) soft_timeout_millis: u64,
     pub(crate) early_refresh: bool,
+    /// `format`; `None` for the cache's.
+    pub(crate) format: Option<crate::codec::Format>,
     pub(crate) lock: bool,
     pub(crate) coalesce: bool,
     pub(crate) local: bool,
@@ -234,6 +236,7 @@ impl CallSite {
                 fail_safe_throttle_millis: 0,
                 soft_timeout_millis: 0,
                 early_refresh: false,
+                format: None,
                 lock: false,
                 coalesce: true,
                 local: false,
@@ -275,6 +278,12 @@ impl CallSite {
     #[doc(hidden)]
     pub const fn early_refresh(mut self, early_refresh: bool) -> Self {
         self.options.early_refresh = early_refresh;
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn format(mut self, format: crate::codec::Format) -> Self {
+        self.options.format = Some(format);
         self
     }
 

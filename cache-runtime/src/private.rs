@@ -185,6 +185,22 @@ where
 {
 }
 
+/// Without the `binary` feature nothing implements this, so
+/// `format = "binary"` is a compile error that names the feature.
+#[diagnostic::on_unimplemented(
+    message = "`format = \"binary\"` needs the `binary` feature of cache-runtime",
+    label = "turn it on: `cache-runtime = {{ features = [\"binary\"] }}`"
+)]
+pub trait BinaryFeature {}
+
+#[cfg(feature = "binary")]
+impl BinaryFeature for () {}
+
+/// `format = "binary"`, if the `binary` feature is on.
+pub const fn binary_format<T: BinaryFeature>() -> crate::Format {
+    crate::Format::Binary
+}
+
 /// Checks, at the return type's span, that the function's results can be stored.
 #[inline(always)]
 pub fn assert_storable<S: Shape<R>, R>() {}

@@ -9,6 +9,25 @@ fn local_true_without_the_local_feature_is_a_compile_error() {
     trybuild::TestCases::new().compile_fail("tests/ui-features/local_without_the_feature.rs");
 }
 
+#[cfg(not(feature = "binary"))]
+#[test]
+fn binary_format_without_the_binary_feature_is_refused() {
+    trybuild::TestCases::new().compile_fail("tests/ui-features/binary_without_the_feature.rs");
+    let built = cache_runtime::Cache::builder()
+        .format(cache_runtime::Format::Binary)
+        .build();
+    assert!(
+        matches!(
+            built,
+            Err(cache_runtime::ConfigError::FeatureDisabled {
+                feature: "binary",
+                ..
+            })
+        ),
+        "{built:?}"
+    );
+}
+
 #[cfg(not(all(feature = "tls", feature = "cluster")))]
 #[test]
 fn tls_and_cluster_urls_without_their_features_are_refused_by_build() {

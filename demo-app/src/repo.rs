@@ -106,7 +106,14 @@ impl Repo {
     /// local hit hands out a clone of what is stored: an `Arc`, so the clone
     /// costs a reference count, not 100 000 users. The writes' evictions
     /// reach every process's local copy through Redis pub/sub.
-    #[redis_cached(key = "users:all", ttl = 60, local = true, cache = self.cache)]
+    ///
+    /// `format = "binary"`: every process pays one Redis hit before its
+    /// local tier has a copy, and in JSON that hit moves and decodes 6.8 MB;
+    /// in the binary format (compressed, as every large value is) it moves
+    /// about a fifth of that and decodes several times faster. The other
+    /// reads stay JSON, readable in `redis-cli`, where a user is a few dozen
+    /// bytes either way.
+    #[redis_cached(key = "users:all", ttl = 60, local = true, format = "binary", cache = self.cache)]
     pub async fn list_users(&self) -> Result<Arc<Vec<User>>, RepoError> {
         Ok(Arc::new(self.db.fetch_all_users().await?))
     }

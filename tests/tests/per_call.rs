@@ -11,7 +11,10 @@ use cache_tests::{Calls, RedisServer};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
 
-#[allow(clippy::ptr_arg, reason = "`cache_if` takes a `fn(&T)` of the stored type")]
+#[allow(
+    clippy::ptr_arg,
+    reason = "`cache_if` takes a `fn(&T)` of the stored type"
+)]
 fn is_not_empty(hits: &Vec<u32>) -> bool {
     !hits.is_empty()
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::start::{Leader, MissStart, Run, Step, StoreGuard};
 use super::{BodyPolicy, Detach, EntryKey, LocalRead};
 use crate::change::{Change, Target};
-use crate::codec::{self, Metadata};
+use crate::codec::{self, Encoded, Metadata};
 use crate::engine::Engine;
 use crate::evict::evict;
 use crate::flight::{FlightState, LeaderGuard};
@@ -309,19 +309,19 @@ pub(super) fn entry_of<S: Shape<R>, R>(
         took_millis: options.early_refresh.then(|| crate::units::millis(took)),
     };
     let max_value_size = engine.config.max_value_size;
-    match engine.encode(stored, metadata) {
-        Some(bytes) if bytes.len() > max_value_size => {
+    match engine.encode(site, stored, metadata) {
+        Some(encoded) if encoded.raw_len > max_value_size => {
             site.record_oversized();
             engine.incidents().warn(Incident::TooLarge, || {
                 format!(
                     "a result of `{}` is {} bytes, over the {max_value_size}-byte `max_value_size`: it is returned but not cached",
                     site.name(),
-                    bytes.len(),
+                    encoded.raw_len,
                 )
             });
-            Entry::TooLarge(bytes.into())
+            Entry::TooLarge(encoded.bytes.into())
         }
-        Some(bytes) => Entry::Ready {
+        Some(Encoded { bytes, .. }) => Entry::Ready {
             bytes: bytes.into(),
             redis_ttl: ttl + kept_past_ttl,
             fresh_until: Instant::now() + ttl,

@@ -278,11 +278,9 @@ pub(super) async fn start_refresh(
         Some(bytes) if codec::is_lease(&bytes) => return None,
         Some(bytes) => {
             if !flight.invalidated()
-                && let Ok(entry) = codec::decode::<serde::de::IgnoredAny>(&bytes)
-                && entry.fresh_until != Some(seen_fresh_until)
-                && entry
-                    .fresh_until
-                    .is_none_or(|until| codec::now_millis() < until)
+                && let Ok(fresh_until) = codec::fresh_until(&bytes, engine.config.max_value_size)
+                && fresh_until != Some(seen_fresh_until)
+                && fresh_until.is_none_or(|until| codec::now_millis() < until)
             {
                 flight.finish(FlightState::Done(Arc::from(bytes)));
                 return None;
