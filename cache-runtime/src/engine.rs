@@ -91,7 +91,7 @@ impl Engine {
         self.local.get_or_init(|| {
             LocalTier::start(
                 &self.config,
-                crate::connection::pubsub_client(&self.config),
+                crate::connection::Nodes::of(&self.config),
                 self.announcer.sender().to_owned(),
             )
         })
