@@ -31,11 +31,11 @@ async fn outcome_of(cache: &Cache, calls: &Calls, id: u32) -> Option<Outcome> {
 
 /// A cache whose local tier listens (it is bypassed until then).
 async fn local_cache(server: &RedisServer, tier: LocalTierSettings) -> Cache {
-    subscribed(server.cache_builder().local_tier(tier).build().unwrap()).await
+    listening(server.cache_builder().local_tier(tier).build().unwrap()).await
 }
 
 /// `cache`, once its local tier listens.
-async fn subscribed(cache: Cache) -> Cache {
+async fn listening(cache: Cache) -> Cache {
     // Before `local`'s first call: it takes its metric handles then.
     support::install();
     let calls = Calls::default();
@@ -64,12 +64,17 @@ async fn a_second_call_is_served_locally_without_redis() {
     let calls = Calls::default();
 
     assert_eq!(outcome_of(&cache, &calls, 1).await, Some(Outcome::Miss));
-    assert!(comes_to_serve_locally(&cache, &calls, 1, Duration::from_secs(5)).await);
-    // Redis counts no read meanwhile: the answers came from the process.
-    let reads = gets_served(&server);
-    assert_eq!(local(&cache, &calls, 1).await, [1, 1, 1]);
-    assert_eq!(outcome_of(&cache, &calls, 1).await, Some(Outcome::Local));
-    assert_eq!(gets_served(&server), reads);
+    // Redis counts no read while the key is served locally: the answers
+    // came from the process. (Eventually: Redis's report of the miss's own
+    // store may still be on its way, and drop the copy once more.)
+    let served_without_redis = eventually(Duration::from_secs(5), || async {
+        let reads = gets_served(&server);
+        let value = local(&cache, &calls, 1).await;
+        let outcome = outcome_of(&cache, &calls, 1).await;
+        value == [1, 1, 1] && outcome == Some(Outcome::Local) && gets_served(&server) == reads
+    })
+    .await;
+    assert!(served_without_redis.is_some());
     assert_eq!(calls.get(), 1);
 
     // Through the cache, an eviction reaches the local copy at once.
@@ -400,9 +405,9 @@ async fn the_builders_switch_puts_every_function_in_the_local_tier() {
 }
 
 #[tokio::test]
-async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
+async fn a_silent_connection_empties_and_bypasses_the_local_tier() {
     let server = RedisServer::start();
-    let cache = subscribed(
+    let cache = listening(
         server
             .cache_builder()
             .deadline(Duration::from_millis(100))
@@ -420,7 +425,7 @@ async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
         "the key was never served locally"
     );
 
-    // A stalled server closes nothing: only the subscription's health check
+    // A stalled server closes nothing: only the listener's health check
     // can tell that messages may be lost.
     server.pause();
     let bypassed = eventually(Duration::from_secs(10), || async {
@@ -430,10 +435,10 @@ async fn a_silent_subscription_empties_and_bypasses_the_local_tier() {
     server.resume();
     assert!(
         bypassed.is_some(),
-        "the local tier kept serving while its subscription could not answer"
+        "the local tier kept serving while its listener could not answer"
     );
 
-    // Once the server answers, the tier subscribes again and serves again.
+    // Once the server answers, the tier listens again and serves again.
     assert!(
         comes_to_serve_locally(&cache, &calls, 4, Duration::from_secs(10)).await,
         "the local tier never came back"
@@ -445,7 +450,7 @@ async fn an_invalidation_message_that_may_be_lost_is_sent_again() {
     let server = RedisServer::start();
     // A reader refused `CLIENT TRACKING` hears only the channel: what this
     // test is about.
-    let reader = subscribed(
+    let reader = listening(
         Cache::builder()
             .url(server.user_url("untracked", &["-client"]))
             .deadline(Duration::from_secs(1))
