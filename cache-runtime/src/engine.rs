@@ -117,7 +117,8 @@ impl Engine {
     }
 
     /// Tells this process's local tier, and through the invalidation channel
-    /// every other process's, that `change` happened in Redis.
+    /// every other process's that Redis refuses tracking, that `change`
+    /// happened in Redis.
     pub(crate) async fn announce(&self, change: Change) {
         self.forget_local(&change);
         self.announcer.announce(&change).await;

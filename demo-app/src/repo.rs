@@ -104,8 +104,9 @@ impl Repo {
     ///
     /// `local = true` keeps the decoded list in this process as well, and a
     /// local hit hands out a clone of what is stored: an `Arc`, so the clone
-    /// costs a reference count, not 100 000 users. The writes' evictions
-    /// reach every process's local copy through Redis pub/sub.
+    /// costs a reference count, not 100 000 users. Redis reports every change
+    /// to the entry (the writes' evictions, or anything else) to every
+    /// process, which drops its local copy.
     #[redis_cached(key = "users:all", ttl = 60, local = true, cache = self.cache)]
     pub async fn list_users(&self) -> Result<Arc<Vec<User>>, RepoError> {
         Ok(Arc::new(self.db.fetch_all_users().await?))
