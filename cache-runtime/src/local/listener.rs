@@ -46,7 +46,7 @@ enum Ended {
     /// The server closed a connection.
     Closed,
     Failed(RedisError),
-    /// A health-check PING got no answer in time.
+    /// Redis gave no answer in time: to a PING, or to a connection attempt.
     Silent(Duration),
     /// The cluster's masters are not those tracked any more.
     MastersChanged,
