@@ -1,6 +1,8 @@
 //! The announcer: tells every process's local tier, through a Redis pub/sub
 //! channel, that a key, a prefix or everything changed in Redis, and owes
-//! (and sends again in the background) what may not have gone out.
+//! (and sends again in the background) what may not have gone out. Only
+//! tiers that Redis refuses tracking listen to the channel; the others hear
+//! of the change from Redis itself.
 
 use std::sync::Arc;
 
@@ -43,8 +45,9 @@ impl Announcer {
     /// as `LOADING` or `CLUSTERDOWN`) is owed, and sent again in the
     /// background until Redis takes it. One Redis refuses (`NOPERM` for a
     /// user without the channel, `ERR`) is logged instead, since sending it
-    /// again would not help: other processes' local tiers then keep their
-    /// copies until their TTL (`max_ttl` at most).
+    /// again would not help: the local tiers of other processes that hear
+    /// only the channel (Redis refused them tracking) then keep their copies
+    /// until their TTL (`max_ttl` at most).
     pub(crate) async fn announce(&self, change: &Change) {
         let message = change.message(&self.sender);
         let store = &self.store;
@@ -53,7 +56,7 @@ impl Announcer {
             Err(CacheError::Redis(error)) if matches!(error.code(), Some("NOPERM" | "ERR")) => {
                 store.incidents().warn(Incident::Announce, || {
                     format!(
-                        "Redis refused an invalidation message on `{}`: {}; other processes' local copies live until their TTL",
+                        "Redis refused an invalidation message on `{}`: {}; the local copies of other processes that Redis refuses tracking live until their TTL",
                         self.channel,
                         store.scrub(&error)
                     )

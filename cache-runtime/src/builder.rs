@@ -196,10 +196,10 @@ impl CacheBuilder {
     /// Sets up the local tier: an in-process copy of hot entries, used by
     /// functions with `local = true` (or all, with
     /// [`LocalTierSettings::for_all_functions`]). Set this way, the tier
-    /// starts, and subscribes to its invalidation channel, when the cache is
-    /// built, so the first calls already keep copies. Default: started with
+    /// starts, and listens to Redis for changes, when the cache is built, so
+    /// the first calls already keep copies. Default: started with
     /// [`LocalTierSettings::new`]'s settings at the first `local = true`
-    /// call, and bypassed until it has subscribed.
+    /// call, and bypassed until it listens.
     pub fn local_tier(mut self, local_tier: LocalTierSettings) -> Self {
         self.local_tier = Some(local_tier);
         self

@@ -151,18 +151,22 @@ impl LocalTierSettings {
     }
 
     /// The longest a local copy is used, even if its Redis entry lives
-    /// longer: this also bounds how long a copy outlives a change made to
-    /// Redis behind the library's back. At most a year.
+    /// longer. Where Redis refuses the tier tracking, this also bounds how
+    /// long a copy outlives a change that the library does not announce
+    /// (another program's write, an eviction by `maxmemory`). At most a
+    /// year.
     /// Default: [`defaults::LOCAL_MAX_TTL`].
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
         self.max_ttl = ttl.min(LONGEST_MAX_TTL);
         self
     }
 
-    /// How often the invalidation subscription is PINGed. A subscription
-    /// that does not answer within the connect timeout is dropped, and the
-    /// tier emptied, so this plus the connect timeout bounds how long a copy
-    /// can outlive a message lost on a silently dead connection.
+    /// How often the connections the tier listens on are PINGed (and, in a
+    /// cluster, its masters compared with the cluster's). A connection that
+    /// does not answer within the connect timeout is dropped, and the tier
+    /// emptied, so this plus the connect timeout bounds how long a copy can
+    /// outlive a report lost on a silently dead connection, or a change on
+    /// a master that took over slots.
     /// Default: [`defaults::LOCAL_HEALTH_CHECK_INTERVAL`].
     pub fn health_check_interval(mut self, interval: Duration) -> Self {
         self.health_check_interval = interval.max(Duration::from_millis(10));

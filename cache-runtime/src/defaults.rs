@@ -48,5 +48,6 @@ pub const LOCAL_MAX_ENTRIES: u64 = 10_000;
 pub const LOCAL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// The longest a local copy is used.
 pub const LOCAL_MAX_TTL: Duration = Duration::from_secs(60);
-/// How often the local tier's invalidation subscription is PINGed.
+/// How often the local tier's connections are PINGed (and, in a cluster, its
+/// masters compared with the cluster's).
 pub const LOCAL_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);

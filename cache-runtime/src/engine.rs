@@ -94,7 +94,7 @@ impl Engine {
         self.local.get_or_init(|| {
             LocalTier::start(
                 &self.config,
-                crate::connection::pubsub_client(&self.config),
+                crate::connection::Nodes::of(&self.config),
                 self.announcer.sender().to_owned(),
             )
         })
@@ -120,7 +120,8 @@ impl Engine {
     }
 
     /// Tells this process's local tier, and through the invalidation channel
-    /// every other process's, that `change` happened in Redis.
+    /// every other process's that Redis refuses tracking, that `change`
+    /// happened in Redis.
     pub(crate) async fn announce(&self, change: Change) {
         self.forget_local(&change);
         self.announcer.announce(&change).await;

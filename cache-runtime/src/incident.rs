@@ -28,14 +28,18 @@ pub(crate) enum Incident {
     TooLarge = 6,
     /// An invalidation message could not be published.
     Announce = 7,
-    /// The local tier's invalidation subscription failed or was lost.
+    /// The local tier's listener (tracking or the invalidation channel)
+    /// could not start, or was lost.
     #[cfg_attr(not(feature = "local"), allow(dead_code))]
-    Subscribe = 8,
+    Listen = 8,
+    /// Redis refused to track the local tier's keys (`CLIENT TRACKING`).
+    #[cfg_attr(not(feature = "local"), allow(dead_code))]
+    Tracking = 9,
     /// A call was answered with its last good value (`fail_safe`).
-    FailSafe = 9,
+    FailSafe = 10,
 }
 
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 
 pub(crate) struct Incidents {
     interval: Duration,

@@ -1,6 +1,6 @@
 //! The cache's own Tokio runtime: one thread for the whole process, which
 //! drives the connections placed on it and the cache's background work
-//! (retries, lock releases, the local tier's subscription), so that they
+//! (retries, lock releases, the local tier's listener), so that they
 //! outlive the runtimes of their callers.
 
 use std::sync::OnceLock;

@@ -1,7 +1,8 @@
 //! The store: every Redis command the runtime sends over its connections,
 //! one typed method each (the connection applies the deadline). Nothing
-//! above this module builds a command; the local tier's subscription, which
-//! has a pub/sub connection of its own, only subscribes and PINGs.
+//! above this module builds a command; the local tier's listener has
+//! connections of its own, whose few commands (tracking, the channel, PING)
+//! are in `connection/listen.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -35,7 +35,9 @@ pub struct Measurement {
     pub local: Vec<Duration>,
     /// `GET /users` over HTTP, the first access: a miss.
     pub http_first: Vec<Duration>,
-    /// `GET /users` over HTTP, the second access: a local-tier hit.
+    /// `GET /users` over HTTP, a later access: a local-tier hit, after an
+    /// untimed access that refilled the tier (the miss's own store, which
+    /// Redis reports back, dropped the copy the miss kept).
     pub http_second: Vec<Duration>,
     /// The size of the `/users` response body.
     pub http_bytes: usize,
@@ -69,7 +71,8 @@ impl From<RepoError> for BenchError {
 }
 
 /// Runs `runs` rounds of: the query alone; the first access; the second;
-/// the third; then `runs` rounds of the first and second access over HTTP.
+/// the third; then `runs` rounds of the first access and a local-tier hit
+/// over HTTP.
 pub async fn measure(repo: web::Data<Repo>, runs: usize) -> Result<Measurement, BenchError> {
     let mut m = Measurement::default();
     measure_calls(&repo, runs, &mut m).await?;
@@ -117,10 +120,22 @@ async fn measure_calls(repo: &Repo, runs: usize, m: &mut Measurement) -> Result<
             )));
         }
 
-        let started = Instant::now();
-        let (users, outcome) = track_outcome(repo.list_users()).await;
-        m.local.push(started.elapsed());
-        users?;
+        // Redis reports the first access's store back to this process, which
+        // drops the copy of the list: should that report cross the second
+        // access, it keeps no copy either, and the next access refills the
+        // tier. Only a local-tier hit is timed.
+        let mut outcome = None;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (users, this_outcome) = track_outcome(repo.list_users()).await;
+            let elapsed = started.elapsed();
+            users?;
+            outcome = this_outcome;
+            if outcome == Some(Outcome::Local) {
+                m.local.push(elapsed);
+                break;
+            }
+        }
         if outcome != Some(Outcome::Local) {
             return Err(BenchError::Cache(format!(
                 "the third access should be a local-tier hit, but was {outcome:?}"
@@ -130,8 +145,9 @@ async fn measure_calls(repo: &Repo, runs: usize, m: &mut Measurement) -> Result<
     Ok(())
 }
 
-/// `GET /users` twice per round, over HTTP from a server in this process
-/// with the app's routes: a miss after the list's eviction, then a hit.
+/// `GET /users` over HTTP from a server in this process with the app's
+/// routes, per round: a miss after the list's eviction, timed; an access
+/// that refills the local tier; a local-tier hit, timed.
 async fn measure_http(
     repo: web::Data<Repo>,
     runs: usize,
@@ -160,14 +176,25 @@ async fn measure_http(
             let (elapsed, bytes) = get_users(addr, "MISS").await?;
             m.http_first.push(elapsed);
             m.http_bytes = bytes;
+            // Redis reports the miss's own store back to this process, which
+            // drops the copy the miss kept: an untimed access reads Redis
+            // and refills the local tier (retried, should a report cross it).
             // `X-Cache: HIT` is also a Redis hit: the counters tell which.
-            let local_hits = list_users_local_hits();
-            let (elapsed, _) = get_users(addr, "HIT").await?;
-            m.http_second.push(elapsed);
-            if list_users_local_hits() != local_hits + 1 {
+            let mut refilled = false;
+            for _ in 0..3 {
+                get_users(addr, "HIT").await?;
+                let local_hits = list_users_local_hits();
+                let (elapsed, _) = get_users(addr, "HIT").await?;
+                if list_users_local_hits() == local_hits + 1 {
+                    m.http_second.push(elapsed);
+                    refilled = true;
+                    break;
+                }
+            }
+            if !refilled {
                 return Err(BenchError::Cache(
-                    "the second GET /users should be a local-tier hit, but the local tier did \
-                     not answer it"
+                    "GET /users after the refill should be a local-tier hit, but the local tier \
+                     did not answer it"
                         .to_owned(),
                 ));
             }
@@ -256,14 +283,14 @@ pub fn render(m: &Measurement) -> String {
         );
         let rows = [
             ("first access (miss)", &m.http_first),
-            ("second access (hit: local tier)", &m.http_second),
+            ("later access (hit: local tier)", &m.http_second),
         ];
         write_rows(&mut out, &rows);
         let http_ratio = median_of(&m.http_first).as_secs_f64()
             / median_of(&m.http_second).as_secs_f64().max(1e-9);
         let _ = writeln!(
             out,
-            "over HTTP, the second access is {http_ratio:.1}x faster than the first."
+            "over HTTP, a local-tier hit is {http_ratio:.1}x faster than the first access."
         );
     }
     let _ = writeln!(
@@ -339,7 +366,7 @@ mod tests {
         assert!(table.contains("275x faster than the first"), "{table}");
         assert!(table.contains("(6.8 MB of JSON)"), "{table}");
         assert!(
-            table.contains("over HTTP, the second access is 31.0x faster"),
+            table.contains("over HTTP, a local-tier hit is 31.0x faster"),
             "{table}"
         );
     }

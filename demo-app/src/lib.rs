@@ -42,11 +42,11 @@ pub const CACHE_DEADLINE: Duration = Duration::from_millis(250);
 /// The app's cache settings; the URL comes from `REDIS_URL` unless set.
 ///
 /// The local tier (for `list_users`, `local = true`) is started with the
-/// cache rather than at the first call: its invalidation subscription is
-/// then up by the first `GET /users`, so the miss already keeps its copy and
-/// the second access is a local hit. Started at the first call instead, the
-/// tier stays bypassed until it has subscribed, and the second access reads
-/// Redis.
+/// cache rather than at the first call: it then listens to Redis by the
+/// first `GET /users`, and the access after the miss's (whose own store
+/// Redis reports back, dropping the miss's copy) keeps a copy for the next
+/// ones. Started at the first call instead, the tier stays bypassed until
+/// it listens, and the first accesses all read Redis.
 pub fn cache_builder() -> CacheBuilder {
     Cache::builder()
         .prefix(CACHE_PREFIX)

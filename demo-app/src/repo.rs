@@ -104,8 +104,9 @@ impl Repo {
     ///
     /// `local = true` keeps the decoded list in this process as well, and a
     /// local hit hands out a clone of what is stored: an `Arc`, so the clone
-    /// costs a reference count, not 100 000 users. The writes' evictions
-    /// reach every process's local copy through Redis pub/sub.
+    /// costs a reference count, not 100 000 users. Redis reports every change
+    /// to the entry (the writes' evictions, or anything else) to every
+    /// process, which drops its local copy.
     ///
     /// `format = "binary"`: every process pays one Redis hit before its
     /// local tier has a copy, and in JSON that hit moves and decodes 6.8 MB;

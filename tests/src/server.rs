@@ -122,12 +122,55 @@ impl RedisServer {
         keys
     }
 
+    /// Creates the ACL user `name`, allowed every command, key and channel
+    /// but for `rules` (`-client`, `resetchannels`…, applied after), and
+    /// returns the URL that logs in as it.
+    pub fn user_url(&self, name: &str, rules: &[&str]) -> String {
+        let password = format!("{name}-pw");
+        let _: () = redis::cmd("ACL")
+            .arg(
+                &[
+                    "SETUSER",
+                    name,
+                    "on",
+                    &format!(">{password}"),
+                    "~*",
+                    "&*",
+                    "+@all",
+                ][..],
+            )
+            .arg(rules)
+            .query(&mut self.client())
+            .expect("ACL SETUSER");
+        format!("redis://{name}:{password}@127.0.0.1:{}", self.port)
+    }
+
     /// `CLIENT LIST`: one line per connected client, the asking one included.
     pub fn client_list(&self) -> String {
         redis::cmd("CLIENT")
             .arg("LIST")
             .query(&mut self.client())
             .expect("CLIENT LIST")
+    }
+
+    /// Closes the connections local tiers listen on (those with tracking on
+    /// or subscribed to a channel: flags `t` or `P` in `CLIENT LIST`);
+    /// returns how many.
+    pub fn kill_listeners(&self) -> usize {
+        let mut redis = self.client();
+        let mut killed = 0;
+        for line in self.client_list().lines() {
+            let field = |name: &str| line.split(' ').find_map(|field| field.strip_prefix(name));
+            let flags = field("flags=").unwrap_or_default();
+            if let (true, Some(id)) = (flags.contains(['t', 'P']), field("id=")) {
+                let _: () = redis::cmd("CLIENT")
+                    .arg(&["KILL", "ID", id][..])
+                    .query(&mut redis)
+                    .expect("CLIENT KILL ID");
+                killed += 1;
+            }
+        }
+        killed
     }
 
     /// Kills the server (`SIGKILL`) and waits for it to exit.

@@ -1,11 +1,13 @@
 //! `rediss://` with rustls, and ACL users with passwords, against a real
 //! `redis-server` with a TLS port and a certificate the test generates. A
-//! wrong password or a missing CA is reported clearly and fails open.
+//! wrong password or a missing CA is reported clearly and fails open; the
+//! local tier listens over TLS too.
 
 use std::time::Duration;
 
-use cache_runtime::{Cache, redis_cached};
+use cache_runtime::{Cache, LocalTierSettings, Outcome, redis_cached, track_outcome};
 use cache_tests::{Calls, RedisServer, TestCertificates, caches, eventually};
+use redis::Commands;
 
 #[redis_cached(key = "secure:{id}", ttl = 60, cache = cache)]
 async fn secure(cache: &Cache, calls: &Calls, id: u32) -> u32 {
@@ -62,6 +64,41 @@ async fn rediss_without_the_ca_fails_open_and_says_why() {
     assert_eq!(calls.get(), 3, "every call ran uncached");
     let error = reported_connect_error(&cache).await.to_lowercase();
     assert!(error.contains("certificate"), "unclear TLS error: {error}");
+}
+
+#[redis_cached(key = "near:{id}", ttl = 60, local = true, cache = cache)]
+async fn near(cache: &Cache, id: u32) -> u32 {
+    id
+}
+
+/// The local tier listens over TLS too, with the same root CA: another
+/// client's change reaches its copy.
+#[tokio::test]
+async fn rediss_with_a_local_tier_hears_every_change() {
+    let certificates = TestCertificates::generate();
+    let (server, tls_port) = tls_server(&certificates);
+    let cache = Cache::builder()
+        .url(format!("rediss://127.0.0.1:{tls_port}"))
+        .tls_root_ca_pem(certificates.ca_pem())
+        .deadline(Duration::from_secs(1))
+        .local_tier(LocalTierSettings::new())
+        .build()
+        .unwrap();
+    let served = eventually(Duration::from_secs(5), || async {
+        track_outcome(near(&cache, 1)).await.1 == Some(Outcome::Local)
+    })
+    .await;
+    assert!(served.is_some(), "never served locally over TLS");
+
+    let _: () = server
+        .client()
+        .set("near:1", r#"{"v":1,"data":41}"#)
+        .unwrap();
+    let seen = eventually(Duration::from_secs(1), || async {
+        near(&cache, 1).await == 41
+    })
+    .await;
+    assert!(seen.is_some(), "the change never reached the local copy");
 }
 
 fn acl_server() -> RedisServer {

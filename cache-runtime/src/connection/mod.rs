@@ -34,6 +34,8 @@
 //!   cache.
 
 mod lane;
+#[cfg(feature = "local")]
+mod listen;
 mod server;
 mod supervisor;
 
@@ -51,12 +53,14 @@ use crate::io::{io_runtime, is_io_runtime};
 use crate::redact::{redact_url, url_password};
 use crate::sync::{lock, read, write};
 use lane::{Lane, LaneGuard, Lanes, State};
+#[cfg(feature = "local")]
+pub(crate) use listen::{Heard, Node, Nodes, NotTracking, Tracking};
 #[cfg(feature = "cluster")]
 use server::RedisConnection;
 pub(crate) use server::Shared;
-use server::{is_connection_failure, open_server};
 #[cfg(feature = "local")]
-pub(crate) use server::{is_server_reply, pubsub_client};
+pub(crate) use server::is_server_reply;
+use server::{is_connection_failure, open_server};
 use supervisor::supervise;
 
 enum Request<'a> {

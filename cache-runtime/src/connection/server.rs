@@ -144,16 +144,6 @@ pub(super) async fn connect(
     .unwrap_or(Err(CacheError::Timeout(connect_timeout)))
 }
 
-/// A client for the local tier's invalidation subscription: the server, or
-/// the first seed of a cluster (a cluster delivers PUBLISH to every node).
-#[cfg(feature = "local")]
-pub(crate) fn pubsub_client(config: &Config) -> Option<Client> {
-    match config.cluster_urls.first() {
-        None => open_client(config).ok(),
-        Some(seed) => Client::open(seed.as_str()).ok(),
-    }
-}
-
 /// What to connect to: a cluster if seed URLs are configured, else one
 /// server. (A configuration that needs a feature that is off never gets
 /// here: the builder refuses it.)
@@ -193,7 +183,7 @@ fn open_cluster(config: &Config) -> redis::RedisResult<Server> {
 
 /// The client for `config.url`. A `rediss://` URL uses rustls, with the
 /// configured root CA if there is one and the system's roots otherwise.
-fn open_client(config: &Config) -> redis::RedisResult<Client> {
+pub(super) fn open_client(config: &Config) -> redis::RedisResult<Client> {
     #[cfg(feature = "tls")]
     if config.url.starts_with("rediss://") {
         install_tls_provider();

@@ -1,15 +1,18 @@
 //! The local tier: an in-process copy of hot entries, kept coherent with
-//! Redis through the invalidation channel. What it guarantees, and how long
-//! a copy can outlive a change when something fails, is documented on
+//! Redis by listening to it for changes. What it guarantees, and how long a
+//! copy can outlive a change when something fails, is documented on
 //! [`LocalTierSettings`](crate::LocalTierSettings).
 //!
-//! The tier itself is in `tier.rs` with the `local` feature, and is a type
-//! with no values without it (`off.rs`), so that the paths that would use a
-//! tier compile to nothing. What generated code needs is here, either way.
+//! The tier itself is in `tier.rs` with the `local` feature, its listener in
+//! `listener.rs`, and it is a type with no values without the feature
+//! (`off.rs`), so that the paths that would use a tier compile to nothing.
+//! What generated code needs is here, either way.
 
 use std::any::Any;
 use std::sync::Arc;
 
+#[cfg(feature = "local")]
+mod listener;
 #[cfg(not(feature = "local"))]
 mod off;
 #[cfg(feature = "local")]

@@ -1,19 +1,20 @@
 //! The local tier, with the `local` feature: moka holding decoded values,
-//! the marks that keep a read which crossed a change from being kept, and
-//! the subscription to the invalidation channel.
+//! and the marks that keep a read which crossed a change from being kept.
+//! Its listener (`listener.rs`) tells it what changed in Redis.
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::LocalOps;
+use super::listener::Listener;
 use crate::change::{Change, channel};
 use crate::config::{Config, LocalTierSettings};
-use crate::incident::{Incident, Incidents};
+use crate::connection::Nodes;
+use crate::incident::Incidents;
 
 #[derive(Clone)]
 struct LocalEntry {
@@ -22,7 +23,7 @@ struct LocalEntry {
     weight: u32,
 }
 
-/// A cache's local tier, with its invalidation subscription.
+/// A cache's local tier; its listener runs while it lives.
 pub(crate) struct LocalTier {
     entries: moka::sync::Cache<String, LocalEntry>,
     settings: LocalTierSettings,
@@ -31,20 +32,19 @@ pub(crate) struct LocalTier {
     min_weight: u64,
     /// Tells this process's own messages apart.
     instance: String,
-    pub(crate) channel: String,
-    /// Whether the invalidation subscription is up.
-    subscribed: AtomicBool,
+    /// Whether the listener hears every change: only then are copies used.
+    listening: AtomicBool,
     marks: Marks,
-    /// The subscription's failures, rate-limited.
+    /// The listener's failures, rate-limited.
     incidents: Incidents,
-    _stop_subscriber: Option<oneshot::Sender<()>>,
+    _stop_listener: Option<oneshot::Sender<()>>,
 }
 
 /// Counts the changes a read from Redis may have crossed, so that what it
 /// read is not kept if one did. Keys are spread over stripes: a message
 /// about one key spoils only the reads in its stripe.
 struct Marks {
-    /// Prefixes, tags, and the subscription going down or up.
+    /// Prefixes, tags, flushes, and the listener stopping or starting.
     every_key: AtomicU64,
     stripes: [AtomicU64; MARK_STRIPES],
 }
@@ -91,11 +91,9 @@ impl Marks {
 }
 
 impl LocalTier {
-    pub(crate) fn start(
-        config: &Config,
-        client: Option<redis::Client>,
-        instance: String,
-    ) -> Arc<LocalTier> {
+    /// Starts a tier, and its listener on `nodes` (none: the tier stays
+    /// bypassed).
+    pub(crate) fn start(config: &Config, nodes: Option<Nodes>, instance: String) -> Arc<LocalTier> {
         let settings = config.local_tier.clone().unwrap_or_default();
         let min_weight = (settings.max_bytes / settings.max_entries).max(1);
         let entries = moka::sync::Cache::builder()
@@ -106,34 +104,35 @@ impl LocalTier {
             // refuses otherwise.
             .support_invalidation_closures()
             .build();
-        let channel = channel(&config.key_prefix);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let health_check_interval = settings.health_check_interval;
         let tier = Arc::new(LocalTier {
             entries,
             settings,
             min_weight,
             instance,
-            channel,
-            subscribed: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
             marks: Marks {
                 every_key: AtomicU64::new(0),
                 stripes: [const { AtomicU64::new(0) }; MARK_STRIPES],
             },
             incidents: Incidents::new(config.log_interval),
-            _stop_subscriber: Some(stop_tx),
+            _stop_listener: Some(stop_tx),
         });
-        match (client, crate::io::io_runtime()) {
-            (Some(client), Ok(io)) => {
-                io.spawn(subscribe(
-                    Arc::downgrade(&tier),
-                    client,
-                    config.connect_timeout,
-                    stop_rx,
-                ));
+        match (nodes, crate::io::io_runtime()) {
+            (Some(nodes), Ok(io)) => {
+                let listener = Listener {
+                    nodes,
+                    key_prefix: config.key_prefix.clone(),
+                    channel: channel(&config.key_prefix),
+                    timeout: config.connect_timeout,
+                    health_check_interval,
+                };
+                io.spawn(listener.run(Arc::downgrade(&tier), stop_rx));
             }
             _ => tracing::warn!(
                 target: "cache_runtime",
-                "the local tier has no invalidation channel, so it stays off"
+                "the local tier cannot listen to Redis for changes, so it stays off"
             ),
         }
         tier
@@ -144,7 +143,7 @@ impl LocalTier {
     }
 
     fn usable(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire)
+        self.listening.load(Ordering::Acquire)
     }
 
     /// A copy of the value kept for `key`, unless it had expired by `now`.
@@ -223,138 +222,44 @@ impl LocalTier {
     }
 
     /// Applies an invalidation message from another process.
-    fn receive(&self, message: &str) {
+    pub(super) fn receive(&self, message: &str) {
         match Change::parse(message) {
             Some((sender, change)) if sender != self.instance => self.forget(&change),
             _ => {}
         }
     }
-}
 
-impl LocalTier {
-    /// The subscription went up or down: either way, copies made before may
-    /// have missed messages, and so may reads in the air.
-    fn set_subscribed(&self, subscribed: bool) {
-        self.subscribed.store(subscribed, Ordering::SeqCst);
+    /// Applies what Redis reported: `keys` changed. This process's own
+    /// writes are reported too, and drop the copies they just made: the
+    /// next call reads Redis again (a copy cannot tell whose write it
+    /// heard of).
+    pub(super) fn changed(&self, keys: Vec<String>) {
+        for key in keys {
+            self.forget(&Change::Key(key));
+        }
+    }
+
+    /// Applies what Redis reported after a `FLUSHDB` or `FLUSHALL`.
+    pub(super) fn changed_everything(&self) {
         self.forget(&Change::All);
     }
 }
 
-/// Why a subscription ended.
-enum Ended {
-    /// The tier is gone.
-    LocalTierDropped,
-    /// The server closed the connection.
-    Closed,
-    Failed(redis::RedisError),
-    /// A health-check PING got no answer in time.
-    Silent(Duration),
-}
+/// The listener's side of the tier.
+impl LocalTier {
+    pub(super) fn is_listening(&self) -> bool {
+        self.usable()
+    }
 
-/// Keeps the subscription to the invalidation channel; while it is down, the
-/// tier is empty and unused.
-async fn subscribe(
-    tier: Weak<LocalTier>,
-    client: redis::Client,
-    ping_timeout: Duration,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut backoff = Duration::from_millis(25);
-    loop {
-        let ended = tokio::select! {
-            _ = &mut stop => return,
-            ended = session(&tier, &client, ping_timeout) => ended,
-        };
-        let Some(strong) = tier.upgrade() else {
-            return;
-        };
-        let was_subscribed = strong.usable();
-        if was_subscribed {
-            // A subscription that worked: the next attempt starts quickly.
-            backoff = Duration::from_millis(25);
-        }
-        strong.set_subscribed(false);
-        let why = match ended {
-            Ended::LocalTierDropped => return,
-            Ended::Closed => "the connection was closed".to_owned(),
-            Ended::Failed(error) => error.to_string(),
-            Ended::Silent(timeout) => format!("a PING got no answer within {timeout:?}"),
-        };
-        strong.incidents.warn(Incident::Subscribe, || {
-            let state = if was_subscribed {
-                "lost"
-            } else {
-                "cannot subscribe"
-            };
-            format!(
-                "the local tier's invalidation channel `{}`: {state} ({why}); the local tier is emptied and bypassed until it is subscribed again",
-                strong.channel
-            )
-        });
-        drop(strong);
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_millis(500));
+    /// The listener started or stopped: either way, copies made before may
+    /// have missed a change, and so may reads in the air.
+    pub(super) fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::SeqCst);
+        self.forget(&Change::All);
     }
-}
 
-/// One subscription, from connecting to its end.
-async fn session(tier: &Weak<LocalTier>, client: &redis::Client, ping_timeout: Duration) -> Ended {
-    let Some((channel, interval)) = tier
-        .upgrade()
-        .map(|tier| (tier.channel.clone(), tier.settings.health_check_interval))
-    else {
-        return Ended::LocalTierDropped;
-    };
-    let mut pubsub = match client.get_async_pubsub().await {
-        Ok(pubsub) => pubsub,
-        Err(error) => return Ended::Failed(error),
-    };
-    if let Err(error) = pubsub.subscribe(&channel).await {
-        return Ended::Failed(error);
-    }
-    match tier.upgrade() {
-        Some(tier) => {
-            let was_subscribed = tier.usable();
-            tier.set_subscribed(true);
-            if !was_subscribed {
-                tier.incidents.recovered(|| {
-                    format!("the local tier's invalidation channel `{channel}` is subscribed")
-                });
-            }
-        }
-        None => return Ended::LocalTierDropped,
-    }
-    let (mut sink, mut messages) = pubsub.split();
-    let mut health_check = tokio::time::interval(interval);
-    health_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    health_check.reset();
-    loop {
-        tokio::select! {
-            message = messages.next() => {
-                let Some(message) = message else {
-                    return Ended::Closed;
-                };
-                let Some(tier) = tier.upgrade() else {
-                    return Ended::LocalTierDropped;
-                };
-                if let Ok(text) = message.get_payload::<String>() {
-                    tier.receive(&text);
-                }
-            }
-            _ = health_check.tick() => {
-                match tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await {
-                    // An error reply (PING refused to an ACL user) is an
-                    // answer too.
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) if crate::connection::is_server_reply(&error) => {}
-                    Ok(Err(error)) => return Ended::Failed(error),
-                    Err(_) => return Ended::Silent(ping_timeout),
-                }
-            }
-        }
+    pub(super) fn incidents(&self) -> &Incidents {
+        &self.incidents
     }
 }
 
@@ -363,13 +268,13 @@ mod tests {
     use super::*;
     use crate::local::{Probe, ViaClone};
 
-    /// A tier as if subscribed, without Redis: its messages are fed by hand.
-    fn subscribed_tier() -> Arc<LocalTier> {
+    /// A tier as if listening, without Redis: what it hears is fed by hand.
+    fn listening_tier() -> Arc<LocalTier> {
         let config = crate::builder::CacheBuilder::default()
             .into_config()
             .expect("the default configuration is valid");
         let tier = LocalTier::start(&config, None, "this-process".to_owned());
-        tier.subscribed.store(true, Ordering::SeqCst);
+        tier.listening.store(true, Ordering::SeqCst);
         tier
     }
 
@@ -387,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_read_that_crossed_a_message_about_its_key_is_not_kept() {
-        let tier = subscribed_tier();
+        let tier = listening_tier();
         let since = tier.mark("user:1");
         tier.receive("k elsewhere user:1");
         assert_eq!(keep(&tier, "user:1", 1, since), None);
@@ -395,8 +300,20 @@ mod tests {
     }
 
     #[test]
+    fn a_change_redis_reports_drops_the_copy_and_spoils_reads_in_flight() {
+        let tier = listening_tier();
+        let ops = ops();
+        assert_eq!(keep(&tier, "user:1", 1, tier.mark("user:1")), Some(1));
+        let since = tier.mark("user:2");
+        tier.changed(vec!["user:1".into(), "user:2".into()]);
+        assert_eq!(tier.get("user:1", &ops, Instant::now()), None);
+        assert_eq!(keep(&tier, "user:2", 2, since), None);
+        assert_eq!(keep(&tier, "user:2", 2, tier.mark("user:2")), Some(2));
+    }
+
+    #[test]
     fn a_message_about_a_key_in_another_stripe_spoils_no_read() {
-        let tier = subscribed_tier();
+        let tier = listening_tier();
         let other = (0..)
             .map(|n| format!("user:{n}"))
             .find(|key| Marks::stripe(key) != Marks::stripe("user:1"))
@@ -407,13 +324,14 @@ mod tests {
     }
 
     #[test]
-    fn a_prefix_a_tag_or_the_subscription_spoils_every_read() {
-        let tier = subscribed_tier();
+    fn a_prefix_a_tag_a_flush_or_the_listener_spoils_every_read() {
+        let tier = listening_tier();
         for spoil in [
             &|tier: &LocalTier| tier.receive("p elsewhere order:"),
             &|tier: &LocalTier| tier.receive("a elsewhere "),
-            &|tier: &LocalTier| tier.set_subscribed(true),
-        ] as [&dyn Fn(&LocalTier); 3]
+            &|tier: &LocalTier| tier.changed_everything(),
+            &|tier: &LocalTier| tier.set_listening(true),
+        ] as [&dyn Fn(&LocalTier); 4]
         {
             let since = tier.mark("user:1");
             spoil(&tier);
@@ -423,7 +341,7 @@ mod tests {
 
     #[test]
     fn this_processs_own_messages_are_ignored() {
-        let tier = subscribed_tier();
+        let tier = listening_tier();
         let since = tier.mark("user:1");
         tier.receive(&format!("k {} user:1", tier.instance));
         assert_eq!(keep(&tier, "user:1", 1, since), Some(1));
@@ -431,7 +349,7 @@ mod tests {
 
     #[test]
     fn a_prefix_message_drops_the_copies_under_it() {
-        let tier = subscribed_tier();
+        let tier = listening_tier();
         let ops = ops();
         for key in ["order:1", "order:2", "user:1"] {
             assert_eq!(keep(&tier, key, 1, tier.mark(key)), Some(1));

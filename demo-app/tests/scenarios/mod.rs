@@ -655,7 +655,7 @@ where
     let list = call(app, get("/users")).await;
     assert_eq!(list.status, StatusCode::OK);
     // The list is `local = true`: until this process notices that Redis is
-    // gone (its invalidation subscription drops), it may still answer from
+    // gone (the connection its local tier listens on drops), it may still answer from
     // its local copy, which no write has made stale. Either way the rows
     // are right; the writes below must then be visible at once.
     assert!(
