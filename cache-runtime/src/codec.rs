@@ -118,6 +118,9 @@ pub struct Decoded<T> {
     /// How long the body took to make the value (ms), for entries written
     /// with `early_refresh`.
     pub took_millis: Option<u64>,
+    /// The size of the value's serialized form, before compression: its
+    /// weight in the local tier.
+    pub serialized_len: usize,
 }
 
 /// An encoded entry, and the size of its value before compression (what
@@ -289,6 +292,7 @@ pub fn decode<T: DeserializeOwned>(
             value: binary::decode(format, &entry.payload)?,
             fresh_until: entry.metadata.fresh_until,
             took_millis: entry.metadata.took_millis,
+            serialized_len: entry.payload.len(),
         }),
     }
 }
@@ -368,6 +372,7 @@ fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<T>, DecodeEr
         value: envelope.data,
         fresh_until: envelope.exp,
         took_millis: envelope.took,
+        serialized_len: bytes.len(),
     })
 }
 
@@ -544,6 +549,12 @@ mod tests {
                 .unwrap()
                 .bytes;
             assert!(bytes.len() * 2 < uncompressed.len(), "{format:?}");
+            // What a local copy weighs: the value's size, not the bytes in Redis.
+            let decoded = decode::<Vec<String>>(&bytes, MAX).unwrap();
+            assert!(
+                decoded.serialized_len * 2 > uncompressed.len(),
+                "{format:?}"
+            );
         }
     }
 

@@ -143,7 +143,8 @@ impl LocalTierSettings {
         self
     }
 
-    /// The most bytes kept, counted as the entries' encoded sizes.
+    /// The most bytes kept, counted as the entries' serialized sizes
+    /// (before compression).
     /// Default: [`defaults::LOCAL_MAX_BYTES`].
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes.max(1);

@@ -44,7 +44,8 @@ pub const MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
 pub const COMPRESS_ABOVE: usize = 16 * 1024;
 /// The most entries the local tier keeps.
 pub const LOCAL_MAX_ENTRIES: u64 = 10_000;
-/// The most bytes the local tier keeps, counted as the entries' encoded sizes.
+/// The most bytes the local tier keeps, counted as the entries' serialized
+/// sizes (before compression).
 pub const LOCAL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// The longest a local copy is used.
 pub const LOCAL_MAX_TTL: Duration = Duration::from_secs(60);

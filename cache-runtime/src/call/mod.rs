@@ -96,11 +96,11 @@ enum Lookup<T> {
 }
 
 /// How long a local copy of a value read from Redis may live, and its
-/// encoded size (its weight in the local tier).
+/// serialized size (its weight in the local tier).
 #[derive(Clone, Copy)]
 struct CopyBounds {
     ttl: Duration,
-    encoded_len: usize,
+    serialized_len: usize,
 }
 
 /// How a call may run its body: only while its caller waits
@@ -394,7 +394,7 @@ async fn look_up<'a, T: DeserializeOwned>(
     }
     let local = mark_read(local, key);
     // With a local tier, the lookup also reads what a local copy needs (the
-    // entry's remaining TTL, its encoded size), in the same round trip. Not
+    // entry's remaining TTL), in the same round trip. Not
     // in a helper `async fn`, whose frame every call would copy.
     let (lookup, copy_bounds) = match local {
         Some(_) => lookup_with_ttl::<T>(engine, &key.key).await,
@@ -513,7 +513,7 @@ async fn lookup<T: DeserializeOwned>(engine: &Engine, full_key: &str) -> Lookup<
 
 /// [`lookup`] for a call with a local tier: also reads the entry's
 /// remaining TTL (in the same round trip), so that a local copy never
-/// outlives it, and its encoded size.
+/// outlives it, and its serialized size.
 async fn lookup_with_ttl<T: DeserializeOwned>(
     engine: &Engine,
     full_key: &str,
@@ -535,7 +535,7 @@ async fn lookup_with_ttl<T: DeserializeOwned>(
     };
     let bounds = entry.ttl.map(|ttl| CopyBounds {
         ttl,
-        encoded_len: entry.bytes.len(),
+        serialized_len: decoded.serialized_len,
     });
     (Lookup::Hit(decoded, entry.bytes), bounds)
 }
@@ -598,6 +598,13 @@ fn keep_local_copy<T>(
     if let (Some((tier, ops, since)), Some(bounds)) = (local, bounds)
         && !engine.flights.evicted_since(&key.key, key.epoch)
     {
-        tier.insert(&key.key, value, ops, bounds.ttl, bounds.encoded_len, *since);
+        tier.insert(
+            &key.key,
+            value,
+            ops,
+            bounds.ttl,
+            bounds.serialized_len,
+            *since,
+        );
     }
 }

@@ -122,7 +122,7 @@ where
         (&local, stored, S::storable(&result))
     {
         let ttl = local_copy_ttl(run.site, stored, took);
-        tier.insert(&run.key.key, value, ops, ttl, stored.encoded_len, *since);
+        tier.insert(&run.key.key, value, ops, ttl, stored.serialized_len, *since);
     }
     (result, outcome)
 }
@@ -217,11 +217,12 @@ impl Leader {
 }
 
 /// An entry that a run stored: until when its value is fresh (`ttl` less
-/// jitter after it was encoded), and its encoded size.
+/// jitter after it was encoded), and its serialized size (before
+/// compression: its weight in the local tier).
 #[derive(Clone, Copy)]
 pub(super) struct Stored {
     fresh_until: Instant,
-    encoded_len: usize,
+    serialized_len: usize,
 }
 
 /// The leader's part of a run of the body, for a caller and a background
@@ -238,10 +239,12 @@ async fn lead(
 ) -> Option<Stored> {
     let stored = match &entry {
         Entry::Ready {
-            bytes, fresh_until, ..
+            fresh_until,
+            raw_len,
+            ..
         } => Some(Stored {
             fresh_until: *fresh_until,
-            encoded_len: bytes.len(),
+            serialized_len: *raw_len,
         }),
         _ => None,
     };
@@ -270,12 +273,13 @@ pub(super) enum Entry {
     /// Larger than `max_value_size` (logged): shared with the flight's
     /// followers, but not stored.
     TooLarge(Arc<[u8]>),
-    /// The encoded entry, its Redis TTL (`ttl` less jitter, plus `stale`
-    /// and `fail_safe`)
-    /// and when its value stops being fresh (`ttl` less jitter after it was
-    /// encoded, when `exp` was written).
+    /// The encoded entry, its value's serialized size (before
+    /// compression), its Redis TTL (`ttl` less jitter, plus `stale` and
+    /// `fail_safe`) and when its value stops being fresh (`ttl` less jitter
+    /// after it was encoded, when `exp` was written).
     Ready {
         bytes: Arc<[u8]>,
+        raw_len: usize,
         redis_ttl: Duration,
         fresh_until: Instant,
     },
@@ -321,8 +325,9 @@ pub(super) fn entry_of<S: Shape<R>, R>(
             });
             Entry::TooLarge(encoded.bytes.into())
         }
-        Some(Encoded { bytes, .. }) => Entry::Ready {
+        Some(Encoded { bytes, raw_len }) => Entry::Ready {
             bytes: bytes.into(),
+            raw_len,
             redis_ttl: ttl + kept_past_ttl,
             fresh_until: Instant::now() + ttl,
         },

@@ -173,13 +173,13 @@ impl LocalTier {
         value: &T,
         ops: &LocalOps<T>,
         ttl: Duration,
-        encoded_len: usize,
+        serialized_len: usize,
         since: Mark,
     ) {
         if ttl.is_zero() || !self.usable() || self.marks.changed_since(since) {
             return;
         }
-        let weight = (encoded_len as u64).max(self.min_weight);
+        let weight = (serialized_len as u64).max(self.min_weight);
         self.entries.insert(
             key.to_owned(),
             LocalEntry {
