@@ -21,6 +21,9 @@
 //! - `cached`: the `cached` crate (4.1), `#[concurrent_cached(redis = true)]`,
 //!   whose store for an `async fn` is `AsyncRedisCache`. It encodes values
 //!   with MessagePack, not JSON, so it moves and decodes other bytes.
+//! - `binary`: our macro with `format = "binary"`: postcard for the small
+//!   value, bitcode, LZ4-compressed, for the large one; against the
+//!   hand-written JSON baseline, as the other cases.
 //! - `local tier`: our macro with `local = true`: the value is kept decoded
 //!   in process and each hit returns a clone of it. The cached type is the
 //!   same as above (`User`, `Vec<User>`), so a large hit clones a thousand
@@ -219,6 +222,16 @@ async fn large(cache: &Cache, id: i64) -> Vec<User> {
 
 // Ours with the local tier, on keys of their own so that every case reads
 // an entry it stored itself.
+#[redis_cached(key = "bench:small-binary:{id}", ttl = 600, format = "binary", cache = cache)]
+async fn small_binary(cache: &Cache, id: i64) -> User {
+    users(1).remove(0)
+}
+
+#[redis_cached(key = "bench:large-binary:{id}", ttl = 600, format = "binary", cache = cache)]
+async fn large_binary(cache: &Cache, id: i64) -> Vec<User> {
+    users(1000)
+}
+
 #[redis_cached(key = "bench:small-local:{id}", ttl = 600, cache = cache, local = true)]
 async fn small_local(cache: &Cache, id: i64) -> User {
     users(1).remove(0)
@@ -330,6 +343,9 @@ enum Case {
     /// Ours, the connection driven on the cache's own thread. Hits only.
     RedisCachedIoThread,
     Cached,
+    /// `format = "binary"`: postcard for the small value, bitcode (LZ4)
+    /// for the large one.
+    RedisCachedBinary,
     /// `local = true`, the value cloned on each hit.
     LocalTier,
     /// `local = true` on an `Arc` of the value. Hits only.
@@ -345,6 +361,7 @@ impl Case {
             Case::RedisCached => "#[redis_cached]",
             Case::RedisCachedIoThread => "#[redis_cached], connection on the I/O thread",
             Case::Cached => "cached 4.1 #[concurrent_cached(redis = true)]",
+            Case::RedisCachedBinary => "#[redis_cached(format = \"binary\")]",
             Case::LocalTier => "#[redis_cached(local = true)]",
             Case::LocalTierArc => "#[redis_cached(local = true)] -> Arc<_>",
         }
@@ -352,19 +369,21 @@ impl Case {
 }
 
 /// The cases timed on each path, the baseline first.
-const HIT_CASES: [Case; 7] = [
+const HIT_CASES: [Case; 8] = [
     Case::HandWritten,
     Case::HandWrittenOwnThread,
     Case::RedisCached,
     Case::RedisCachedIoThread,
     Case::Cached,
+    Case::RedisCachedBinary,
     Case::LocalTier,
     Case::LocalTierArc,
 ];
-const MISS_CASES: [Case; 4] = [
+const MISS_CASES: [Case; 5] = [
     Case::HandWritten,
     Case::RedisCached,
     Case::Cached,
+    Case::RedisCachedBinary,
     Case::LocalTier,
 ];
 
@@ -488,6 +507,12 @@ async fn call(ctx: &'static Ctx, case: Case, size: Size, path: Path) {
         }
         (Case::LocalTier, Size::Large) => {
             black_box(large_local(&ctx.cache, id).await);
+        }
+        (Case::RedisCachedBinary, Size::Small) => {
+            black_box(small_binary(&ctx.cache, id).await);
+        }
+        (Case::RedisCachedBinary, Size::Large) => {
+            black_box(large_binary(&ctx.cache, id).await);
         }
         (Case::LocalTierArc, Size::Small) => {
             black_box(small_local_arc(&ctx.cache, id).await);
@@ -736,11 +761,13 @@ async fn allocation_table(ctx: &'static Ctx, plan: &Plan) -> Vec<((Case, Size, P
         (Path::Hit, Case::RedisCached),
         (Path::Hit, Case::RedisCachedIoThread),
         (Path::Hit, Case::Cached),
+        (Path::Hit, Case::RedisCachedBinary),
         (Path::Hit, Case::LocalTier),
         (Path::Hit, Case::LocalTierArc),
         (Path::Miss, Case::HandWritten),
         (Path::Miss, Case::RedisCached),
         (Path::Miss, Case::Cached),
+        (Path::Miss, Case::RedisCachedBinary),
         (Path::Miss, Case::LocalTier),
     ];
     let mut counts = Vec::new();
@@ -875,10 +902,11 @@ fn main() {
             Some("redis_cached") => Case::RedisCached,
             Some("io-thread") => Case::RedisCachedIoThread,
             Some("cached") => Case::Cached,
+            Some("binary") => Case::RedisCachedBinary,
             Some("local") => Case::LocalTier,
             Some("local-arc") => Case::LocalTierArc,
             _ => panic!(
-                "--profile takes hand-written, own-thread, lean, redis_cached, io-thread, cached, local or local-arc, then a number of calls"
+                "--profile takes hand-written, own-thread, lean, redis_cached, io-thread, cached, binary, local or local-arc, then a number of calls"
             ),
         };
         let calls = args
