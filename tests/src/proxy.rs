@@ -18,6 +18,8 @@ use crate::random::Xorshift;
 /// never forwarded, nor is anything after it on that connection, while the
 /// connection stays open. It stands for a network that loses one request:
 /// the client's deadline passes, and the server never sees the command.
+/// [`StallingProxy::holding`] stalls one request or reply for a while
+/// instead: one that comes late.
 pub struct StallingProxy {
     port: u16,
     stalled: Arc<AtomicUsize>,
@@ -36,9 +38,31 @@ impl StallingProxy {
             async move {
                 match direction {
                     Direction::ToClient => forward(from, to).await,
-                    Direction::ToServer => stall_once(from, to, pattern, &armed, &stalled).await,
+                    Direction::ToServer => {
+                        stall_once(from, to, pattern, None, &armed, &stalled).await;
+                    }
                 }
             }
+        });
+        StallingProxy { port, stalled }
+    }
+
+    /// Listens as [`StallingProxy::start`] does, but holds the first read of
+    /// bytes, either way (a request or a reply), that contains `pattern`
+    /// for `hold`, then forwards it and what queued behind it. Nothing is
+    /// lost: one command, or its reply, comes late.
+    pub async fn holding(
+        target_port: u16,
+        pattern: &'static [u8],
+        hold: Duration,
+    ) -> StallingProxy {
+        let (listener, port) = listen().await;
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(AtomicBool::new(true));
+        let stalled_count = stalled.clone();
+        serve(listener, target_port, move |_, from, to| {
+            let (armed, stalled) = (armed.clone(), stalled_count.clone());
+            async move { stall_once(from, to, pattern, Some(hold), &armed, &stalled).await }
         });
         StallingProxy { port, stalled }
     }
@@ -47,7 +71,7 @@ impl StallingProxy {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// How many requests it has stalled (0 or 1).
+    /// How many requests (or, holding, replies) it has stalled (0 or 1).
     pub fn stalled(&self) -> usize {
         self.stalled.load(Ordering::SeqCst)
     }
@@ -143,12 +167,14 @@ async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
     let _ = tokio::io::copy(&mut from, &mut to).await;
 }
 
-/// Forwards until the first read that contains `pattern`, if the proxy is
-/// still `armed`; from then on forwards nothing and holds both halves open.
+/// Forwards every read, but the first one that contains `pattern`, if the
+/// proxy is still `armed`, waits `hold` first; with no `hold`, it and all
+/// that follows are never forwarded, while both halves stay open.
 async fn stall_once(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     pattern: &[u8],
+    hold: Option<Duration>,
     armed: &AtomicBool,
     stalled: &AtomicUsize,
 ) {
@@ -163,7 +189,10 @@ async fn stall_once(
             && armed.swap(false, Ordering::SeqCst)
         {
             stalled.fetch_add(1, Ordering::SeqCst);
-            std::future::pending::<()>().await;
+            match hold {
+                Some(hold) => tokio::time::sleep(hold).await,
+                None => std::future::pending::<()>().await,
+            }
         }
         if to.write_all(bytes).await.is_err() {
             return;
