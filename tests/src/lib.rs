@@ -13,13 +13,15 @@ pub mod architecture;
 mod calls;
 mod cluster;
 mod proxy;
+mod random;
 mod runtimes;
 mod server;
 mod tls;
 
 pub use calls::{Calls, caches, eventually, resumes};
 pub use cluster::RedisCluster;
-pub use proxy::StallingProxy;
+pub use proxy::{DelayingProxy, Delays, StallingProxy};
+pub use random::Xorshift;
 pub use runtimes::{current_thread_runtime, one_worker_runtime};
 pub use server::RedisServer;
 pub use tls::TestCertificates;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, cache_evict, redis_cached};
-use cache_tests::RedisServer;
+use cache_tests::{RedisServer, StallingProxy, current_thread_runtime};
 use redis::Commands;
 
 /// The database: one row, at a version.
@@ -306,5 +306,106 @@ async fn a_write_through_that_cannot_store_evicts_the_key() {
     assert!(
         !server.exists("row:1"),
         "a write too large to store leaves no older value behind"
+    );
+}
+
+/// A tag's eviction walks its set, unlinks the members it found, then
+/// unlinks the set: a lease that joined the set in between, so that the
+/// eviction did not find it, must still be found by the next one. Found by
+/// `adversarial.rs`; here the proxy holds the first eviction's `UNLINK` of
+/// the set while a slow read takes its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_joins_its_tag_set_during_a_tag_eviction_is_found_by_the_next_one() {
+    let server = RedisServer::start();
+    let proxy = StallingProxy::holding(
+        server.port(),
+        b"UNLINK\r\n$9\r\n#tag:rows",
+        Duration::from_millis(300),
+    )
+    .await;
+    let evicting = Cache::builder()
+        .url(proxy.url())
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (reading, writing) = (server.cache(), server.cache());
+    let db = Db::default();
+
+    let first_write = async {
+        db.version.fetch_add(1, Ordering::SeqCst);
+        evicting.invalidate_tag("rows").await.unwrap();
+    };
+    let slow_read = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        read_row(&reading, &db, 800, 1).await
+    };
+    let second_write = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        write_rows(&writing, &db).await;
+    };
+    let ((), read, ()) = tokio::join!(first_write, slow_read, second_write);
+    assert_eq!(read, 1, "the slow read began between the two writes");
+    // An eviction that never unlinks the set has nothing for the proxy to
+    // hold, and no such window.
+    let held = proxy.stalled() == 1;
+    assert_eq!(
+        read_row(&writing, &db, 0, 1).await,
+        2,
+        "the slow read's lease left its tag set with the first eviction (whose UNLINK of the set \
+         was held: {held}), escaped the second, and stored a value older than the second write"
+    );
+}
+
+/// A caller that waits for another process's entry shares what it finds
+/// with this process's other callers of the key (its flight's followers):
+/// never with one that came after an eviction which that entry predates.
+/// Found by `adversarial.rs`; here the proxy holds the reply that brings
+/// the entry while another process writes and evicts, and a caller on
+/// another runtime (another connection) comes after the eviction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_comes_after_an_eviction_never_gets_an_entry_found_before_it() {
+    let server = RedisServer::start();
+    let proxy =
+        StallingProxy::holding(server.port(), br#""data":0}"#, Duration::from_millis(400)).await;
+    let storing = server.cache();
+    let waiting = Arc::new(
+        Cache::builder()
+            .url(proxy.url())
+            .deadline(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let writing = server.cache();
+    let db = Arc::new(Db::default());
+
+    let came_after_the_eviction = {
+        let (waiting, db) = (waiting.clone(), db.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(450));
+            current_thread_runtime().block_on(read_row(&waiting, &db, 0, 1))
+        })
+    };
+    // Stores 0 at about 300 ms; the waiting caller's `GET` that finds it
+    // comes back at about 700 ms; the write's eviction returns at about 400.
+    let stored = read_row(&storing, &db, 300, 1);
+    let waited = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        read_row(&waiting, &db, 0, 1).await
+    };
+    let write = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        write_row(&writing, &db, 1).await;
+    };
+    let (stored, waited, ()) = tokio::join!(stored, waited, write);
+    assert_eq!((stored, waited), (0, 0), "both began before the write");
+    assert_eq!(proxy.stalled(), 1, "the reply with the entry was held");
+    let came_after = tokio::task::spawn_blocking(move || came_after_the_eviction.join())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        came_after, 1,
+        "a caller that came after the eviction got the entry stored before it, \
+         shared by this process's wait for it"
     );
 }
