@@ -294,7 +294,17 @@ fn check_fail_safe(args: &Args, return_type: Option<&Type>, errors: &mut Errors)
             "`soft_timeout` needs `fail_safe = …`: a slow body is answered with the last good value that `fail_safe` keeps past the TTL (a `stale` value is already served at once)",
         );
     }
-    let can_fail = return_type.is_some_and(|ty| shape_of(ty) == Shape::OkValues);
+    // A return type already refused has its own error.
+    let Some(return_type) = return_type else {
+        return;
+    };
+    let can_fail = shape_of(return_type) == Shape::OkValues;
+    if let (Some(throttle), Some(_), false) = (&args.fail_safe_throttle, fail_safe, can_fail) {
+        errors.at(
+            throttle.name,
+            "`fail_safe_throttle` throttles the body after it returns an `Err`, and this function cannot: return a `Result`",
+        );
+    }
     if let Some(fail_safe) = fail_safe
         && !can_fail
         && args.soft_timeout.is_none()

@@ -333,6 +333,9 @@ fn parse_header(
     if !matches!(format, JSON | POSTCARD | BITCODE) {
         return Err(DecodeError::Header("an unknown format"));
     }
+    if flags & !(HAS_EXP | HAS_TOOK) != 0 {
+        return Err(DecodeError::Header("unknown fields"));
+    }
     let mut metadata = Metadata::default();
     if flags & HAS_EXP != 0 {
         metadata.fresh_until = Some(u64::from_le_bytes(reader.take::<8>()?));

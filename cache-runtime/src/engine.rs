@@ -195,7 +195,21 @@ impl Engine {
     /// Decodes a stored entry; one that does not decode is logged, and read
     /// as a miss that the next store overwrites.
     pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<Decoded<T>> {
-        match codec::decode(bytes, self.config.max_value_size) {
+        self.decode_within(bytes, self.config.max_value_size)
+    }
+
+    /// Decodes an entry this process encoded, shared by a flight's leader:
+    /// one too large to store is still shared, so its size is not bounded.
+    pub(crate) fn decode_shared<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<Decoded<T>> {
+        self.decode_within(bytes, usize::MAX)
+    }
+
+    fn decode_within<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        max_value_size: usize,
+    ) -> Option<Decoded<T>> {
+        match codec::decode(bytes, max_value_size) {
             Ok(value) => Some(value),
             Err(error) => {
                 self.incidents().warn(Incident::Decode, || {

@@ -6,7 +6,10 @@
 //! result, shared as the encoded entry (so results need not be `Clone`).
 //!
 //! - The leader publishes a result once it is stored under its lease (see
-//!   `lease.rs`), or, not stored, known to predate no eviction. It closes the
+//!   `lease.rs`), or, not stored, known to predate no eviction. An entry it
+//!   read from Redis (another process's, found while it waited) goes only to
+//!   the followers that joined before the read was sent: a later one may
+//!   have come after an eviction that the read predates. It closes the
 //!   flight to newcomers before it sends the store: one arriving later finds
 //!   the lease or the entry in Redis instead.
 //! - A failed body with a last good value (`fail_safe`) shares that value,
@@ -34,8 +37,14 @@ use crate::change::Change;
 #[derive(Clone)]
 pub(crate) enum FlightState {
     Running,
-    /// The encoded entry, ready to decode.
+    /// The encoded entry, stored under the leader's guard: for every
+    /// follower.
     Done(Arc<[u8]>),
+    /// An entry the leader read from Redis (another caller's, found while
+    /// it waited): only for the followers that joined before the read was
+    /// sent, the first this many; a later one may have come after an
+    /// eviction that the read predates, and is released instead.
+    Found(Arc<[u8]>, u64),
     /// The leader's body failed: the last good value's entry (`fail_safe`),
     /// which followers return as the leader did.
     FailSafe(Arc<[u8]>),
@@ -47,6 +56,8 @@ pub(crate) enum FlightState {
 
 struct Flight {
     state: watch::Sender<FlightState>,
+    /// How many followers have joined.
+    joins: AtomicU64,
     /// Set when the key is evicted while the flight is in the air.
     invalidated: AtomicBool,
 }
@@ -68,7 +79,14 @@ const RECENT_EVICTIONS: usize = 1024;
 
 pub(crate) enum Joined {
     Leader(LeaderGuard),
-    Follower(watch::Receiver<FlightState>),
+    Follower(Follower),
+}
+
+/// A follower of a flight: what it waits on, and which follower it is.
+pub(crate) struct Follower {
+    state: watch::Receiver<FlightState>,
+    /// Its place among the flight's followers, from 1.
+    joined: u64,
 }
 
 impl Flights {
@@ -76,10 +94,14 @@ impl Flights {
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Joined {
         let mut in_flight = self.lock();
         if let Some(flight) = in_flight.get(key) {
-            return Joined::Follower(flight.state.subscribe());
+            return Joined::Follower(Follower {
+                state: flight.state.subscribe(),
+                joined: flight.joins.fetch_add(1, Ordering::SeqCst) + 1,
+            });
         }
         let flight = Arc::new(Flight {
             state: watch::Sender::new(FlightState::Running),
+            joins: AtomicU64::new(0),
             invalidated: AtomicBool::new(false),
         });
         in_flight.insert(key.to_owned(), flight.clone());
@@ -165,6 +187,12 @@ impl LeaderGuard {
         self.flight.state.send_replace(state);
     }
 
+    /// How many followers have joined so far: read it before a read from
+    /// Redis whose entry is to be shared ([`FlightState::Found`]).
+    pub(crate) fn joined(&self) -> u64 {
+        self.flight.joins.load(Ordering::SeqCst)
+    }
+
     /// Whether the key was evicted since this flight started.
     pub(crate) fn invalidated(&self) -> bool {
         self.flight.invalidated.load(Ordering::SeqCst)
@@ -214,14 +242,20 @@ impl Drop for LeaderGuard {
     }
 }
 
-/// Waits for the flight to end; a leader that vanished counts as abandoned.
-pub(crate) async fn follow(mut receiver: watch::Receiver<FlightState>) -> FlightState {
-    match receiver
+/// Waits for the flight to end; a leader that vanished counts as abandoned,
+/// and an entry read for earlier followers only releases this one.
+pub(crate) async fn follow(mut follower: Follower) -> FlightState {
+    let state = match follower
+        .state
         .wait_for(|state| !matches!(state, FlightState::Running))
         .await
     {
         Ok(state) => state.clone(),
         Err(_closed) => FlightState::Abandoned,
+    };
+    match state {
+        FlightState::Found(_, for_joins) if follower.joined > for_joins => FlightState::Released,
+        state => state,
     }
 }
 
@@ -236,9 +270,9 @@ mod tests {
         }
     }
 
-    fn follower(joined: Joined) -> watch::Receiver<FlightState> {
+    fn follower(joined: Joined) -> Follower {
         match joined {
-            Joined::Follower(receiver) => receiver,
+            Joined::Follower(follower) => follower,
             Joined::Leader(_) => panic!("expected to follow"),
         }
     }

@@ -30,6 +30,11 @@ const REPLACE_IF_HOLDS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then re
 /// that fails): 1 if it did.
 const LEASE_IF_HOLDS: &str = "local ok, current = pcall(redis.call, 'GET', KEYS[1]) if (not ok) or current == ARGV[3] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 else return 0 end";
 
+/// Unlinks `KEYS[2..]` and removes them from the tag set `KEYS[1]`, in one
+/// step: a lease taken on one of those keys afterwards joins the set again,
+/// and stays in it for the next eviction to find.
+const UNLINK_MEMBERS: &str = "for i = 2, #KEYS do redis.call('UNLINK', KEYS[i]) redis.call('SREM', KEYS[1], KEYS[i]) end return #KEYS - 1";
+
 /// Extends `KEYS[1]`'s expiry to `ARGV[2]` ms only while it holds `ARGV[1]`:
 /// 1 if it did.
 const EXTEND_IF_HOLDS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
@@ -383,8 +388,14 @@ impl Store {
         self.connection.send(&cmd).await.map(drop)
     }
 
-    /// Unlinks every member of a tag set in batches (`SSCAN`), then the set.
-    /// Returns how many members it had.
+    /// Unlinks every member of a tag set in batches (`SSCAN`), each batch
+    /// leaving the set as it goes. Returns how many members it had.
+    ///
+    /// Not the whole set at the end: a lease taken while the walk runs joins
+    /// the set, and deleting the set would drop that membership, so that the
+    /// next eviction of the tag would miss the lease, and its store (of what
+    /// it read before that next write) would land. A set whose members have
+    /// all left is deleted by Redis itself.
     pub(crate) async fn unlink_tag_set(&self, tag_key: &str) -> Result<u64, CacheError> {
         let mut cursor = 0u64;
         let mut evicted = 0u64;
@@ -394,15 +405,45 @@ impl Store {
             let (next, members) = scan_reply(self.connection.send(&sscan).await?)?;
             if !members.is_empty() {
                 evicted += members.len() as u64;
-                self.unlink(&members).await?;
+                self.unlink_members(tag_key, &members).await?;
             }
             cursor = next;
             if cursor == 0 {
                 break;
             }
         }
-        self.unlink(&[tag_key]).await?;
         Ok(evicted)
+    }
+
+    /// Unlinks a tag set's `members` and takes them out of the set.
+    ///
+    /// On one server, in one script ([`UNLINK_MEMBERS`]). In a cluster the
+    /// members live in other slots than their set, so no script spans them:
+    /// the memberships go first (`SREM`), then the keys (`UNLINK`), so that
+    /// a lease taken in between, which joins the set again, is unlinked and
+    /// keeps its membership; if the `UNLINK` fails, the memberships are put
+    /// back, for the eviction's retry to find.
+    async fn unlink_members(&self, tag_key: &str, members: &[Vec<u8>]) -> Result<(), CacheError> {
+        if !self.is_cluster() {
+            let mut script = redis::cmd("EVAL");
+            script
+                .arg(UNLINK_MEMBERS)
+                .arg(members.len() + 1)
+                .arg(tag_key)
+                .arg(members);
+            return self.connection.send(&script).await.map(drop);
+        }
+        self.connection
+            .send(redis::cmd("SREM").arg(tag_key).arg(members))
+            .await?;
+        if let Err(error) = self.unlink(members).await {
+            let _ = self
+                .connection
+                .send(redis::cmd("SADD").arg(tag_key).arg(members))
+                .await;
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Unlinks every key that starts with `full_prefix`, walking the

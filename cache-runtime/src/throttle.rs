@@ -10,13 +10,22 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Above this many keys, a new throttle first drops the ones that ended.
+/// At this many keys, a new throttle first drops the ones that ended.
 const PRUNE_ABOVE: usize = 1024;
 
 /// The keys whose bodies failed, and until when each is throttled.
 #[derive(Default)]
 pub(crate) struct Throttles {
-    until: Mutex<HashMap<String, Instant>>,
+    until: Mutex<Until>,
+}
+
+#[derive(Default)]
+struct Until {
+    keys: HashMap<String, Instant>,
+    /// How many keys make the next prune due: twice as many as the last
+    /// prune left, so that pruning costs each throttle O(1) on average even
+    /// when every key is live (thousands of keys failing in an outage).
+    prune_at: usize,
 }
 
 impl Throttles {
@@ -24,16 +33,17 @@ impl Throttles {
     pub(crate) fn throttle(&self, key: &str, period: Duration) {
         let now = Instant::now();
         let mut until = crate::sync::lock(&self.until);
-        if until.len() >= PRUNE_ABOVE {
-            until.retain(|_, end| *end > now);
+        if until.keys.len() >= until.prune_at.max(PRUNE_ABOVE) {
+            until.keys.retain(|_, end| *end > now);
+            until.prune_at = until.keys.len() * 2;
         }
-        until.insert(key.to_owned(), now + period);
+        until.keys.insert(key.to_owned(), now + period);
     }
 
     /// Whether `key`'s body failed less than its throttle period ago.
     pub(crate) fn throttled(&self, key: &str) -> bool {
         let until = crate::sync::lock(&self.until);
-        until.get(key).is_some_and(|end| *end > Instant::now())
+        until.keys.get(key).is_some_and(|end| *end > Instant::now())
     }
 }
 
@@ -58,6 +68,6 @@ mod tests {
             throttles.throttle(&key.to_string(), Duration::ZERO);
         }
         throttles.throttle("live", Duration::from_secs(60));
-        assert_eq!(crate::sync::lock(&throttles.until).len(), 1);
+        assert_eq!(crate::sync::lock(&throttles.until).keys.len(), 1);
     }
 }

@@ -295,3 +295,26 @@ async fn none_is_a_value_not_a_failure() {
     let answer = track_outcome(find(cache, db, 1)).await;
     assert_eq!(answer, (None, Some(Outcome::Miss)));
 }
+
+/// Another process evicts the key while the body runs and fails: the caller
+/// gets the failure, not the value the eviction removed.
+#[tokio::test]
+async fn a_value_evicted_while_the_body_runs_is_not_answered() {
+    let server = RedisServer::start();
+    let (a, b) = (cache(&server), cache(&server));
+    let db = Db::with_value(1);
+    assert_eq!(read(&a, &db, 5).await, Ok(1));
+    tokio::time::sleep(PAST_TTL).await;
+
+    db.set(2, true, 300);
+    let evict = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(b.delete("fs:5").await.unwrap());
+    };
+    let (answer, ()) = tokio::join!(track_outcome(read(&a, &db, 5)), evict);
+    assert_eq!(
+        answer,
+        (Err("the database is down".to_owned()), Some(Outcome::Miss)),
+        "the evicted value came back as a fail-safe value"
+    );
+}

@@ -116,7 +116,9 @@ where
             let _ = sender.send(result);
             let run = Run::detached(&engine, site, &key);
             match entry {
-                Entry::FailSafe => leader.fail_safe(&run).await,
+                Entry::FailSafe => {
+                    leader.fail_safe(&run).await;
+                }
                 entry => {
                     leader.finish(&run, entry).await;
                 }

@@ -83,13 +83,24 @@ where
                     return (S::from_stored(entry.value), Outcome::Coalesced);
                 }
             }
-            Step::FailSafe(bytes) => {
-                let value = fallback.or_else(|| Some(run.engine.decode(&bytes)?.value));
-                if let Some(value) = value {
+            // The value the leader checked is still in Redis: this caller's
+            // own may be older. One that does not decode here, or a function
+            // without `fail_safe`, runs its own body instead.
+            Step::FailSafe(bytes) if run.site.options.fail_safe_millis > 0 => {
+                if let Some(entry) = run.engine.decode::<S::Stored>(&bytes) {
                     run.site.record_fail_safe();
-                    return (S::from_stored(value), Outcome::FailSafe);
+                    return (S::from_stored(entry.value), Outcome::FailSafe);
                 }
-                return answer_fail_safe::<S, R>(&run, None, FailSafeCause::Failed);
+            }
+            Step::FailSafe(_) => {}
+            // The leader's own entry, too large to store: not bounded by
+            // `max_value_size` as one read from Redis is.
+            Step::Shared(bytes) => {
+                if let Some(entry) = run.engine.decode_shared::<S::Stored>(&bytes) {
+                    start.accept(bytes);
+                    run.site.record_coalesced();
+                    return (S::from_stored(entry.value), Outcome::Coalesced);
+                }
             }
             Step::Lead(leader) => break leader,
         }
@@ -102,6 +113,9 @@ where
             Detach::Running(result) => {
                 return match tokio::time::timeout_at(deadline.into(), result).await {
                     Ok(Ok(result)) if !S::failed(&result) => (result, outcome),
+                    // Evicted by this process meanwhile: the error, not the
+                    // evicted value.
+                    Ok(Ok(result)) if run.evicted() => (result, outcome),
                     Ok(_) => answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Failed),
                     Err(_) => answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Slow),
                 };
@@ -113,8 +127,12 @@ where
     let result = body.await;
     let took = started.elapsed();
     if fallback.is_some() && S::failed(&result) {
-        leader.fail_safe(&run).await;
-        return answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Failed);
+        // Only while the key still holds it: an evicted value never comes
+        // back as a fail-safe one.
+        if leader.fail_safe(&run).await {
+            return answer_fail_safe::<S, R>(&run, fallback, FailSafeCause::Failed);
+        }
+        return (result, outcome);
     }
     let entry = entry_of::<S, R>(run.engine, run.site, &result, took, &rules);
     let stored = leader.finish(&run, entry).await;
@@ -180,6 +198,13 @@ fn note_fail_safe(engine: &Engine, site: &CallSite, cause: FailSafeCause) {
 }
 
 impl Run<'_> {
+    /// Whether this process evicted the key since the call's lookup.
+    fn evicted(&self) -> bool {
+        self.engine
+            .flights
+            .evicted_since(&self.key.key, self.key.epoch)
+    }
+
     /// When a caller with a last good value stops waiting: `soft_timeout`
     /// after now, if the function has one.
     fn soft_deadline(&self) -> Option<Instant> {
@@ -201,18 +226,29 @@ impl Leader {
         stored
     }
 
-    /// After a body that failed, with a last good value (`fail_safe`): the
-    /// flight's followers get that value too, if the key still holds it (no
-    /// eviction came); with `fail_safe_throttle`, the key's next calls get
-    /// it without running the body, for that long.
-    pub(super) async fn fail_safe(self, run: &Run<'_>) {
+    /// After a body that failed, with a last good value (`fail_safe`):
+    /// whether the key still holds it (no eviction came), in which case the
+    /// flight's followers get it too; with `fail_safe_throttle`, the key's
+    /// next calls get it without running the body, for that long.
+    pub(super) async fn fail_safe(self, run: &Run<'_>) -> bool {
         let throttle = run.site.options.fail_safe_throttle_millis;
         if throttle > 0 {
             run.engine
                 .throttles
                 .throttle(&run.key.key, Duration::from_millis(throttle));
         }
-        self.finish(run, Entry::FailSafe).await;
+        // As for a store: newcomers from now on read Redis themselves.
+        if let Some(flight) = &self.flight {
+            flight.close_to_newcomers();
+        }
+        let still_there = !run.evicted() && self.guard.shareable(run.engine, &run.key.key).await;
+        let entry = if still_there {
+            Entry::FailSafe
+        } else {
+            Entry::Nothing
+        };
+        self.finish(run, entry).await;
+        still_there
     }
 }
 
@@ -305,7 +341,11 @@ pub(super) fn entry_of<S: Shape<R>, R>(
     if ttl.is_zero() {
         return Entry::Declined;
     }
-    let kept_past_ttl = Duration::from_millis(options.stale_millis + options.fail_safe_millis);
+    let kept_past_ttl = Duration::from_millis(
+        options
+            .stale_millis
+            .saturating_add(options.fail_safe_millis),
+    );
     let metadata = Metadata {
         fresh_until: options
             .reads_freshness()
@@ -367,9 +407,11 @@ async fn share_and_store(
             StoreOutcome::NotStored
         }
         Entry::FailSafe => {
+            // Checked by `Leader::fail_safe` (the key still held the value)
+            // after the flight was closed to newcomers, who read Redis
+            // themselves: the followers may have it.
             if let (Some(flight), Some(expected)) = (&flight, guard.expected())
                 && !flight.invalidated()
-                && guard.shareable(engine, &key.key).await
             {
                 flight.publish(FlightState::FailSafe(Arc::from(expected)));
             }

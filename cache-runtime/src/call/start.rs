@@ -49,6 +49,9 @@ pub(super) struct MissStart {
     give_up_at: Instant,
     /// An entry found that did not decode, for the lease to replace.
     undecodable: Option<Vec<u8>>,
+    /// How many followers had joined the flight before the last read that
+    /// may find another caller's entry was sent: only those may get it.
+    joined_before_read: u64,
 }
 
 /// Where [`MissStart`] goes on from.
@@ -61,9 +64,11 @@ enum Stage {
 
 /// What a step of [`MissStart`] came to.
 pub(super) enum Step {
-    /// Another caller's entry: the caller decodes it, and if it does,
-    /// [`MissStart::accept`]s it.
+    /// Another caller's entry, read from Redis: the caller decodes it, and
+    /// if it does, [`MissStart::accept`]s it.
     Found(Arc<[u8]>),
+    /// The entry the flight's leader encoded, from its own run.
+    Shared(Arc<[u8]>),
     /// The last good value's entry, which the flight's leader answered with
     /// when its body failed (`fail_safe`).
     FailSafe(Arc<[u8]>),
@@ -85,6 +90,7 @@ impl MissStart {
             held: None,
             give_up_at: Instant::now() + run.engine.config.lock_wait,
             undecodable: run.undecodable.clone(),
+            joined_before_read: 0,
         }
     }
 
@@ -102,8 +108,9 @@ impl MissStart {
                             self.flight = Some(guard);
                             break;
                         }
-                        Joined::Follower(receiver) => match flight::follow(receiver).await {
-                            FlightState::Done(bytes) => return Step::Found(bytes),
+                        Joined::Follower(follower) => match flight::follow(follower).await {
+                            FlightState::Done(bytes) => return Step::Shared(bytes),
+                            FlightState::Found(bytes, _) => return Step::Found(bytes),
                             FlightState::FailSafe(bytes) => return Step::FailSafe(bytes),
                             // The leader's result was not shareable (or it
                             // panicked): run our own body now.
@@ -122,6 +129,7 @@ impl MissStart {
             self.stage = Stage::Lease;
             if site.options.lock && !run.redis_failed {
                 let expired = run.expired.as_deref();
+                self.note_read();
                 match wait_for_lock(engine, &run.key.key, expired, self.give_up_at).await {
                     LockWait::Held(lock) => self.held = Some(lock),
                     LockWait::Entry(bytes) => return self.found(bytes),
@@ -164,6 +172,7 @@ impl MissStart {
                     break StoreGuard::Unchecked { shared: false };
                 }
                 tokio::time::sleep(LOCK_POLL).await;
+                self.note_read();
                 match engine.store.get(&run.key.key).await {
                     Ok(Some(bytes)) if !codec::is_lease(&bytes) => return self.found(bytes),
                     Ok(_) => {}
@@ -191,10 +200,19 @@ impl MissStart {
         Step::Found(found)
     }
 
-    /// The found entry decoded: the flight this caller leads, if any, shares it.
+    /// Before a read that may find another caller's entry: the followers
+    /// that joined so far may get it, as they came before the read was sent.
+    fn note_read(&mut self) {
+        if let Some(flight) = &self.flight {
+            self.joined_before_read = flight.joined();
+        }
+    }
+
+    /// The found entry decoded: the flight this caller leads, if any, shares
+    /// it with the followers that joined before it was read.
     pub(super) fn accept(self, bytes: Arc<[u8]>) {
         if let Some(flight) = self.flight {
-            flight.finish(FlightState::Done(bytes));
+            flight.finish(FlightState::Found(bytes, self.joined_before_read));
         }
     }
 }
@@ -272,6 +290,9 @@ pub(super) async fn start_refresh(
     if engine.parked.any() {
         return None;
     }
+    // Read before the entry is, so that a follower that comes later (maybe
+    // after an eviction that the read predates) does not get it.
+    let joined_before_read = flight.joined();
     let current = engine.store.get(&key.key).await.ok()?;
     let guard = match current {
         // Another caller's miss is running the body.
@@ -282,7 +303,7 @@ pub(super) async fn start_refresh(
                 && fresh_until != Some(seen_fresh_until)
                 && fresh_until.is_none_or(|until| codec::now_millis() < until)
             {
-                flight.finish(FlightState::Done(Arc::from(bytes)));
+                flight.finish(FlightState::Found(Arc::from(bytes), joined_before_read));
                 return None;
             }
             // Replaced only if no eviction (and no other store) reaches it
