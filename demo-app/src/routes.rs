@@ -2,7 +2,7 @@
 //!
 //! Each cached read goes through `cached_read`, which runs it inside
 //! [`cache_runtime::track_outcome`] to learn how the cache answered, and
-//! says so in three headers (see [`cache_headers`]): `X-Cache: HIT` or
+//! says so in three headers (see `cache_headers`): `X-Cache: HIT` or
 //! `MISS`, `X-Cache-Tier: local` or `redis` on a hit, and `X-Cache-Outcome`,
 //! the runtime's name for the outcome. Every error, including the ones
 //! actix's extractors produce for bad input, is a JSON body

@@ -11,6 +11,9 @@
 //!
 //! A database server that does not answer fails the test with what to
 //! start: these tests never skip.
+//!
+//! [`process`] runs the `demo-app` binary itself, for the tests that need
+//! its workers or a real socket.
 
 // Each test binary uses its own backend only.
 #![allow(dead_code)]
