@@ -75,6 +75,7 @@ async fn visit(browser: &Client, app: &DemoProcess, redis: &mut RedisServer) {
     .await;
     assert_eq!(unlabelled, json!([]), "controls without a label");
     wait_for(browser, "#redis-state[data-state='up']").await;
+    wait_for(browser, "#local-tier[data-listening='true']").await;
 
     // 2. Ten accesses, the list evicted first.
     click(browser, "#time").await;
@@ -119,7 +120,6 @@ async fn visit(browser: &Client, app: &DemoProcess, redis: &mut RedisServer) {
         "#functions tr[data-function='demo_app::repo::list_users']",
     )
     .await;
-    wait_for(browser, "#local-tier[data-listening='true']").await;
     let row = wait_until("the panel counts the ten accesses", || async {
         let row = text(
             browser,
