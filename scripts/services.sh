@@ -61,3 +61,11 @@ ensure_mariadb() {
         wait_for "mariadb" mariadb-admin -h 127.0.0.1 -u root ping
     fi
 }
+
+# The demo's browser test drives headless Chromium through chromedriver.
+ensure_chromium() {
+    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+        echo "installing chromium and chromium-driver"
+        apt_install chromium chromium-driver
+    fi
+}

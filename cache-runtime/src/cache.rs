@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{AlreadyInstalled, CacheError, ConfigError};
 use crate::evict::{Evicted, evict};
+use crate::status::{ConnectionStatus, LocalTierStatus};
 
 #[doc = include_str!("../docs/cache.md")]
 #[derive(Clone)]
@@ -113,6 +114,56 @@ impl Cache {
     /// background.
     pub fn is_connected(&self) -> bool {
         self.engine.store.connection().is_connected()
+    }
+
+    /// Where the calling runtime's connection to Redis stands right now:
+    /// [`ConnectionStatus::Connecting`] until its first attempt has ended.
+    /// Like [`Cache::is_connected`], it answers for the connection the
+    /// calling runtime's calls use, and starts it if there is none yet;
+    /// outside a runtime, it answers connected if any connection is.
+    ///
+    /// A runtime's connection starts at its first call, so right after a
+    /// program starts, most runtimes' are still connecting (an Actix-web
+    /// worker's, until it serves its first request). A health check that
+    /// wants the outcome of that first attempt, not "not yet", asks
+    /// [`Cache::settled_connection_status`].
+    pub fn connection_status(&self) -> ConnectionStatus {
+        self.engine.store.connection().status()
+    }
+
+    /// [`Cache::connection_status`], once the calling runtime's first
+    /// connection attempt has ended, or `limit` has passed, whichever comes
+    /// first; at once if the first attempt had ended already. An attempt
+    /// lasts at most [`CacheBuilder::connect_timeout`](crate::CacheBuilder::connect_timeout);
+    /// past `limit`, the answer is [`ConnectionStatus::Connecting`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use cache_runtime::{Cache, ConnectionStatus};
+    /// # async fn health(cache: &Cache) -> &'static str {
+    /// // In a health check: a fresh worker reports how its first attempt
+    /// // went, not that it has not made one yet.
+    /// match cache.settled_connection_status(Duration::from_secs(1)).await {
+    ///     ConnectionStatus::Connected => "up",
+    ///     ConnectionStatus::Connecting => "connecting",
+    ///     _ => "down",
+    /// }
+    /// # }
+    /// ```
+    pub async fn settled_connection_status(&self, limit: Duration) -> ConnectionStatus {
+        self.engine.store.connection().settled_status(limit).await
+    }
+
+    /// What this process's local tier holds now: its copies, what they count
+    /// against its `max_bytes`, and whether it listens to Redis (only then
+    /// does it keep and serve copies). `None` while the cache has no local
+    /// tier: one set up with
+    /// [`CacheBuilder::local_tier`](crate::CacheBuilder::local_tier) starts
+    /// with the cache, a default one at the first `local = true` call.
+    ///
+    /// The tier is the process's: every runtime that calls shares it.
+    pub fn local_tier_status(&self) -> Option<LocalTierStatus> {
+        self.engine.local_status()
     }
 
     /// Why the last connection attempt failed, while the cache is not

@@ -112,6 +112,11 @@ impl Engine {
         self.local.get().filter(|tier| tier.for_all_functions())
     }
 
+    /// What the local tier holds, if it has started.
+    pub(crate) fn local_status(&self) -> Option<crate::status::LocalTierStatus> {
+        self.local.get().map(|tier| tier.status())
+    }
+
     /// Drops this process's local copies that `change` covers.
     pub(crate) fn forget_local(&self, change: &Change) {
         if let Some(tier) = self.local.get() {

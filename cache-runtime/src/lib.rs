@@ -47,6 +47,7 @@ mod random;
 mod redact;
 mod retry;
 mod shape;
+mod status;
 mod sync;
 mod units;
 // The connection, and the store that owns every Redis command.
@@ -82,6 +83,7 @@ pub use config::{ConnectionPlacement, LocalTierSettings};
 pub use error::{AlreadyInstalled, CacheError, ConfigError};
 pub use evict::{PendingInvalidations, deferred};
 pub use observe::{Outcome, track_outcome};
+pub use status::{ConnectionStatus, LocalTierStatus};
 
 #[doc = include_str!("../docs/redis_cached.md")]
 pub use cache_macro::redis_cached;

@@ -35,7 +35,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    /// The outcome's name, as the call's span records it (its `outcome`
+    /// field): `"local"`, `"hit"`, `"stale"`, `"coalesced"`, `"miss"`,
+    /// `"error"`, `"fail_safe"` or `"bypassed"`. For a response header or a
+    /// log line that says how an answer was found.
+    pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Local => "local",
             Outcome::Hit => "hit",
@@ -160,5 +164,38 @@ impl Observed {
             span,
             started: Instant::now(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outcome_has_its_own_name() {
+        let names = [
+            Outcome::Local,
+            Outcome::Hit,
+            Outcome::Stale,
+            Outcome::Coalesced,
+            Outcome::Miss,
+            Outcome::Error,
+            Outcome::FailSafe,
+            Outcome::Bypassed,
+        ]
+        .map(Outcome::as_str);
+        assert_eq!(
+            names,
+            [
+                "local",
+                "hit",
+                "stale",
+                "coalesced",
+                "miss",
+                "error",
+                "fail_safe",
+                "bypassed"
+            ]
+        );
     }
 }

@@ -4,10 +4,12 @@
 //! Where to look:
 //! - [`repo`]: the cached reads and the writes that keep them correct, the
 //!   part that shows the library;
-//! - [`routes`]: the handlers, with their `X-Cache` header;
+//! - [`routes`]: the handlers, with their `X-Cache` and `X-Cache-Tier`
+//!   headers, and the page's `/stats`;
 //! - [`model`]: the data: a user, what a client sends, and the errors;
 //! - [`db`]: the SQL, written once for SQLite, PostgreSQL and MySQL;
-//! - [`metrics`]: the cache's metrics as Prometheus text, through the exporter;
+//! - [`metrics`]: the cache's metrics as Prometheus text, through the
+//!   exporter, and each function's counters read back;
 //! - [`redact`]: credentials hidden from the URLs the app prints;
 //! - [`seed`] and [`mod@bench`]: the `seed` and `bench` commands.
 

@@ -265,7 +265,7 @@ async fn serve(repo: Repo, bind_addr: &str) -> std::io::Result<()> {
         App::new()
             // One log line per request, with its cache outcome.
             .wrap(Logger::new(
-                r#""%r" %s %b bytes %D ms X-Cache: %{X-Cache}o"#,
+                r#""%r" %s %b bytes %D ms X-Cache: %{X-Cache}o %{X-Cache-Tier}o"#,
             ))
             .app_data(repo.clone())
             .configure(routes::configure)

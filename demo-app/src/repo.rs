@@ -264,6 +264,14 @@ impl Repo {
         Ok(())
     }
 
+    /// Evicts the cached list without changing the table: the page's
+    /// "Evict the list" button (`DELETE /cache/users`), so that the next
+    /// access runs the query. An error means Redis could not be reached:
+    /// the runtime has parked the eviction, and retries it.
+    pub async fn evict_users_list(&self) -> Result<(), cache_runtime::CacheError> {
+        self.list_users_invalidate().await
+    }
+
     /// Evicts what a bulk insert changes (see [`crate::seed`]): the list and
     /// the count. New ids have no entries: [`Repo::get_user`] caches no misses.
     pub async fn users_inserted(&self) {

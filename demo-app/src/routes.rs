@@ -1,10 +1,15 @@
 //! The HTTP handlers.
 //!
 //! Each cached read goes through `cached_read`, which runs it inside
-//! [`cache_runtime::track_outcome`] to learn whether Redis answered, and says
-//! so in an `X-Cache: HIT` or `X-Cache: MISS` header. Every error, including
-//! the ones actix's extractors produce for bad input, is a JSON body
+//! [`cache_runtime::track_outcome`] to learn how the cache answered, and
+//! says so in three headers (see `cache_headers`): `X-Cache: HIT` or
+//! `MISS`, `X-Cache-Tier: local` or `redis` on a hit, and `X-Cache-Outcome`,
+//! the runtime's name for the outcome. Every error, including the ones
+//! actix's extractors produce for bad input, is a JSON body
 //! `{"error": "…"}` with a 4xx status; a 5xx means the database failed.
+//!
+//! The page at `/` (`static/index.html`) reads those headers, and polls
+//! `GET /stats` for the live counters.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
@@ -14,7 +19,7 @@ use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use cache_runtime::{Outcome, track_outcome};
+use cache_runtime::{Cache, ConnectionStatus, Outcome, track_outcome};
 use serde_json::json;
 
 use crate::model::{NewUser, RepoError, User};
@@ -51,6 +56,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .get(get_user)
                 .put(update_user)
                 .delete(delete_user)
+                .default_service(web::to(not_allowed)),
+        )
+        .service(
+            web::resource("/favicon.ico")
+                .get(favicon)
+                .default_service(web::to(not_allowed)),
+        )
+        .service(
+            web::resource("/favicon.svg")
+                .get(favicon)
+                .default_service(web::to(not_allowed)),
+        )
+        .service(
+            web::resource("/cache/users")
+                .delete(evict_users)
+                .default_service(web::to(not_allowed)),
+        )
+        .service(
+            web::resource("/stats")
+                .get(stats)
                 .default_service(web::to(not_allowed)),
         )
         .service(
@@ -181,10 +206,98 @@ async fn index(repo: web::Data<Repo>) -> HttpResponse {
     .await
 }
 
+/// `GET /favicon.ico` and `/favicon.svg`: the page's icon, an SVG (the
+/// page links it; browsers that ask for `/favicon.ico` anyway get it too).
+async fn favicon() -> HttpResponse {
+    const ICON: &str = include_str!("../static/favicon.svg");
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(ICON)
+}
+
+/// `DELETE /cache/users`: evicts the cached list, as a write does, without
+/// changing the table; the page's "Evict the list" button. 200 once Redis
+/// has deleted it (and every process's local tier dropped its copy); 202
+/// when Redis could not be reached: the runtime then parks the eviction and
+/// retries it, and this process's reads skip the cache until it has.
+async fn evict_users(repo: web::Data<Repo>) -> HttpResponse {
+    match repo.evict_users_list().await {
+        Ok(()) => HttpResponse::Ok().json(json!({"key": "users:all", "evicted": true})),
+        // Not the error's text: it may name the Redis server.
+        Err(_) => HttpResponse::Accepted().json(json!({
+            "key": "users:all",
+            "evicted": false,
+            "parked": true,
+        })),
+    }
+}
+
+/// `GET /stats`: the live counters the page shows, every second.
+///
+/// ```json
+/// {"redis": "up", "local_tier": {"entries": 1, "bytes": 1376256, "listening": true},
+///  "hit_ratio": 0.9,
+///  "functions": [{"function": "demo_app::repo::list_users", "calls": 10,
+///                 "hits": {"local": 8, "redis": 1, "stale": 0},
+///                 "misses": 1, "errors": 0, "hit_ratio": 0.9}]}
+/// ```
+///
+/// The counters are this process's, read from the recorder the cache
+/// records into (the ones `/metrics` shows), so they keep counting while
+/// Redis is down. `redis` is what `/healthz` says; `local_tier` is `null`
+/// until the tier has started. A hit ratio is hits (any tier) over calls,
+/// `null` before the first call.
+async fn stats(repo: web::Data<Repo>) -> HttpResponse {
+    let redis = redis_state(repo.cache()).await;
+    let functions = crate::metrics::per_function();
+    let ratio = |hits: u64, calls: u64| (calls > 0).then(|| hits as f64 / calls as f64);
+    let (hits, calls) = functions.iter().fold((0, 0), |(hits, calls), f| {
+        (hits + f.all_hits(), calls + f.calls)
+    });
+    let functions: Vec<serde_json::Value> = functions
+        .iter()
+        .map(|f| {
+            let mut row = json!(f);
+            row["hit_ratio"] = json!(ratio(f.all_hits(), f.calls));
+            row
+        })
+        .collect();
+    let local_tier = repo.cache().local_tier_status().map(
+        |tier| json!({"entries": tier.entries, "bytes": tier.bytes, "listening": tier.listening}),
+    );
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "redis": redis,
+            "local_tier": local_tier,
+            "hit_ratio": ratio(hits, calls),
+            "functions": functions,
+        }))
+}
+
+/// How long a check waits for this worker's first connection attempt to
+/// Redis (each Actix worker connects at its first request): a local Redis
+/// answers in a millisecond, and an attempt lasts at most the cache's
+/// connect timeout (1 s).
+const FIRST_ATTEMPT_WAIT: Duration = Duration::from_secs(1);
+
+/// This worker's connection to Redis, as `/healthz` and `/stats` report
+/// it: `"up"`, `"down"`, or `"connecting"` while its first attempt has not
+/// ended within [`FIRST_ATTEMPT_WAIT`].
+async fn redis_state(cache: &Cache) -> &'static str {
+    match cache.settled_connection_status(FIRST_ATTEMPT_WAIT).await {
+        ConnectionStatus::Connected => "up",
+        ConnectionStatus::Connecting => "connecting",
+        _ => "down",
+    }
+}
+
 /// `GET /healthz`: 200 while the database answers, even with Redis down,
 /// because the app still works without it (slower); 503 otherwise.
 async fn healthz(repo: web::Data<Repo>) -> HttpResponse {
-    let ping = actix_web::rt::time::timeout(Duration::from_secs(2), repo.db().ping()).await;
+    let ping = actix_web::rt::time::timeout(Duration::from_secs(2), repo.db().ping());
+    let (ping, redis) = tokio::join!(ping, redis_state(repo.cache()));
     let database_up = match ping {
         Ok(Ok(())) => true,
         Ok(Err(error)) => {
@@ -196,33 +309,32 @@ async fn healthz(repo: web::Data<Repo>) -> HttpResponse {
             false
         }
     };
-    let redis_up = repo.cache().is_connected();
-    let (status, summary) = match (database_up, redis_up) {
-        (true, true) => (StatusCode::OK, "ok"),
+    let (status, summary) = match (database_up, redis) {
+        (true, "up") => (StatusCode::OK, "ok"),
         // Slower, but every endpoint works: not a reason to take the app
         // out of a load balancer.
-        (true, false) => (StatusCode::OK, "degraded"),
+        (true, _) => (StatusCode::OK, "degraded"),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
     };
-    let up_down = |up: bool| if up { "up" } else { "down" };
     HttpResponse::build(status).json(json!({
         "status": summary,
-        "database": up_down(database_up),
+        "database": if database_up { "up" } else { "down" },
         "backend": repo.db().backend(),
-        "redis": up_down(redis_up),
+        "redis": redis,
     }))
 }
 
 /// `GET /metrics`: the cache's counters, in Prometheus' text format.
 async fn metrics(repo: web::Data<Repo>) -> HttpResponse {
-    let text = crate::metrics::render(repo.cache().is_connected());
+    let connected = redis_state(repo.cache()).await == "up";
+    let text = crate::metrics::render(connected);
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
         .body(text)
 }
 
 /// Runs a cached read, turns its result into a response with `respond`, and
-/// adds the `X-Cache` header, errors included.
+/// adds the cache's headers (see [`cache_headers`]), errors included.
 async fn cached_read<T>(
     read: impl Future<Output = Result<T, RepoError>>,
     respond: impl FnOnce(T) -> HttpResponse,
@@ -232,18 +344,53 @@ async fn cached_read<T>(
         Ok(value) => respond(value),
         Err(error) => ApiError::from(error).error_response(),
     };
-    // `Outcome::Error` (Redis unreachable) also ran the query: a miss.
-    // A local-tier hit is a hit too: the database was not asked.
-    let value = if matches!(outcome, Some(Outcome::Hit | Outcome::Local)) {
-        "HIT"
-    } else {
-        "MISS"
-    };
-    response.headers_mut().insert(
+    let (cache, tier) = cache_headers(outcome);
+    let headers = response.headers_mut();
+    headers.insert(
         header::HeaderName::from_static("x-cache"),
-        HeaderValue::from_static(value),
+        HeaderValue::from_static(cache),
     );
+    if let Some(tier) = tier {
+        headers.insert(
+            header::HeaderName::from_static("x-cache-tier"),
+            HeaderValue::from_static(tier),
+        );
+    }
+    if let Some(outcome) = outcome {
+        headers.insert(
+            header::HeaderName::from_static("x-cache-outcome"),
+            HeaderValue::from_static(outcome.as_str()),
+        );
+    }
     response
+}
+
+/// `X-Cache` and `X-Cache-Tier` for a read's outcome: `HIT` when the answer
+/// came from the cache, with the tier that held it, `MISS` when it came
+/// from the database.
+///
+/// | outcome | `X-Cache` | `X-Cache-Tier` | the answer |
+/// |---|---|---|---|
+/// | `Local` | `HIT` | `local` | this process's copy; neither Redis nor the database asked |
+/// | `Hit` | `HIT` | `redis` | read from Redis |
+/// | `Stale` | `HIT` | `redis` | a stale value from Redis, while a refresh runs |
+/// | `FailSafe` | `HIT` | `redis` | the query failed: the last good value, from Redis |
+/// | `Miss` | `MISS` | | the query ran |
+/// | `Coalesced` | `MISS` | | another request's run of the query |
+/// | `Error` | `MISS` | | the query ran: Redis unreachable, or an eviction waiting to be replayed |
+/// | `Bypassed` | `MISS` | | the query ran, without the cache |
+///
+/// `X-Cache-Outcome` names the outcome itself ([`Outcome::as_str`]). The
+/// demo's reads have no `stale` nor `fail_safe`, so their answers are the
+/// first two and the last four.
+fn cache_headers(outcome: Option<Outcome>) -> (&'static str, Option<&'static str>) {
+    match outcome {
+        Some(Outcome::Local) => ("HIT", Some("local")),
+        Some(Outcome::Hit | Outcome::Stale | Outcome::FailSafe) => ("HIT", Some("redis")),
+        // Miss, Coalesced, Error, Bypassed, and any outcome a later runtime
+        // adds: the page then says only that the cache did not answer.
+        _ => ("MISS", None),
+    }
 }
 
 /// An error response: a status and a message, sent as `{"error": message}`.
@@ -348,4 +495,27 @@ async fn not_found(request: HttpRequest) -> HttpResponse {
 async fn not_allowed(request: HttpRequest) -> HttpResponse {
     let message = format!("{} is not allowed on {}", request.method(), request.path());
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).error_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hit_names_its_tier_and_a_miss_none() {
+        let headers = |outcome| cache_headers(Some(outcome));
+        assert_eq!(headers(Outcome::Local), ("HIT", Some("local")));
+        assert_eq!(headers(Outcome::Hit), ("HIT", Some("redis")));
+        assert_eq!(headers(Outcome::Stale), ("HIT", Some("redis")));
+        assert_eq!(headers(Outcome::FailSafe), ("HIT", Some("redis")));
+        for miss in [
+            Outcome::Miss,
+            Outcome::Coalesced,
+            Outcome::Error,
+            Outcome::Bypassed,
+        ] {
+            assert_eq!(headers(miss), ("MISS", None), "{miss:?}");
+        }
+        assert_eq!(cache_headers(None), ("MISS", None));
+    }
 }

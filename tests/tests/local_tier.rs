@@ -376,6 +376,46 @@ async fn a_failed_eviction_still_drops_the_local_copy() {
     assert_eq!(calls.get(), before + 1, "the local copy was not used");
 }
 
+/// `Cache::local_tier_status`: the copies the tier holds, what they count
+/// against `max_bytes`, and whether it listens; none without a tier.
+#[tokio::test]
+async fn the_local_tier_says_what_it_holds() {
+    let mut server = RedisServer::start();
+    assert_eq!(
+        server.cache().local_tier_status(),
+        None,
+        "no tier set up, and no `local = true` call"
+    );
+    let cache = local_cache(
+        &server,
+        LocalTierSettings::new().health_check_interval(Duration::from_millis(100)),
+    )
+    .await;
+    cache.clear_local_tier();
+    let empty = cache.local_tier_status().expect("a tier");
+    assert_eq!((empty.entries, empty.bytes, empty.listening), (0, 0, true));
+
+    let calls = Calls::default();
+    assert!(comes_to_serve_locally(&cache, &calls, 4, Duration::from_secs(5)).await);
+    let one = cache.local_tier_status().unwrap();
+    assert_eq!(one.entries, 1);
+    assert_eq!(
+        one.bytes,
+        cache_runtime::defaults::LOCAL_MAX_BYTES / cache_runtime::defaults::LOCAL_MAX_ENTRIES,
+        "a small entry counts as max_bytes / max_entries"
+    );
+    assert!(one.listening);
+
+    // Redis goes: the listener notices, and the tier empties and stops.
+    server.kill();
+    let stopped = eventually(Duration::from_secs(5), || async {
+        let status = cache.local_tier_status().unwrap();
+        !status.listening && status.entries == 0
+    })
+    .await;
+    assert!(stopped.is_some(), "{:?}", cache.local_tier_status());
+}
+
 #[redis_cached(key = "plain:{id}", ttl = 60, cache = cache)]
 async fn plain(cache: &Cache, calls: &Calls, id: u32) -> Vec<u32> {
     calls.bump();

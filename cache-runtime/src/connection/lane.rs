@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::server::RedisConnection;
 use crate::error::CacheError;
+use crate::status::ConnectionStatus;
 use crate::sync::{read, write};
 
 pub(super) enum State {
@@ -72,12 +73,35 @@ impl Lane {
         self.set_state(State::Abandoned);
     }
 
-    pub(super) fn is_up(&self) -> bool {
-        matches!(*self.read_state(), State::Up { .. })
-    }
-
     pub(super) fn is_abandoned(&self) -> bool {
         self.abandoned.load(Ordering::Acquire)
+    }
+
+    /// Where this lane stands: a suspect connection serves no call, so it
+    /// counts as disconnected, as do a disabled and an abandoned lane.
+    pub(super) fn status(&self) -> ConnectionStatus {
+        match *self.read_state() {
+            State::Connecting => ConnectionStatus::Connecting,
+            State::Up { .. } => ConnectionStatus::Connected,
+            State::Suspect { .. } | State::Down | State::Disabled | State::Abandoned => {
+                ConnectionStatus::Disconnected
+            }
+        }
+    }
+
+    /// Returns once the first connection attempt has ended (at once if it
+    /// has).
+    pub(super) async fn settled(&self) {
+        loop {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            // Register before reading the state, as in `acquire`.
+            settled.as_mut().enable();
+            if !matches!(*self.read_state(), State::Connecting) {
+                return;
+            }
+            settled.await;
+        }
     }
 
     /// The current connection, waiting (within the caller's deadline) only

@@ -51,6 +51,7 @@ use crate::error::CacheError;
 use crate::incident::Incidents;
 use crate::io::{io_runtime, is_io_runtime};
 use crate::redact::{redact_url, url_password};
+use crate::status::ConnectionStatus;
 use crate::sync::{lock, read, write};
 use lane::{Lane, LaneGuard, Lanes, State};
 #[cfg(feature = "local")]
@@ -158,10 +159,35 @@ impl Connection {
     /// runtime that has no connection yet, this starts one (so that waiting
     /// for `is_connected` works); outside a runtime, whether any is up.
     pub(crate) fn is_connected(&self) -> bool {
+        self.status() == ConnectionStatus::Connected
+    }
+
+    /// Where the calling runtime's connection stands, started as
+    /// [`Connection::is_connected`] starts it. Outside a runtime: connected
+    /// if any lane is, else connecting if any lane is, else disconnected.
+    pub(crate) fn status(&self) -> ConnectionStatus {
         match self.asking_lane(true) {
-            Asker::Runtime(lane) => lane.is_some_and(|lane| lane.is_up()),
-            Asker::Outside => self.all_lanes().iter().any(|lane| lane.is_up()),
+            Asker::Runtime(lane) => {
+                lane.map_or(ConnectionStatus::Disconnected, |lane| lane.status())
+            }
+            Asker::Outside => {
+                let statuses: Vec<ConnectionStatus> =
+                    self.all_lanes().iter().map(|lane| lane.status()).collect();
+                [ConnectionStatus::Connected, ConnectionStatus::Connecting]
+                    .into_iter()
+                    .find(|wanted| statuses.contains(wanted))
+                    .unwrap_or(ConnectionStatus::Disconnected)
+            }
         }
+    }
+
+    /// [`Connection::status`], once the calling runtime's first connection
+    /// attempt has ended, or `limit` has passed. Outside a runtime, at once.
+    pub(crate) async fn settled_status(&self, limit: Duration) -> ConnectionStatus {
+        if let Asker::Runtime(Some(lane)) = self.asking_lane(true) {
+            let _ = tokio::time::timeout(limit, lane.settled()).await;
+        }
+        self.status()
     }
 
     /// Why the calling runtime's last connection attempt failed (outside a

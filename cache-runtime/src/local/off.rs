@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::LocalOps;
 use crate::change::Change;
+use crate::status::LocalTierStatus;
 
 /// No local tier can be made without the `local` feature.
 pub(crate) enum LocalTier {}
@@ -37,6 +38,10 @@ impl LocalTier {
         _: usize,
         _: Mark,
     ) {
+        match *self {}
+    }
+
+    pub(crate) fn status(&self) -> LocalTierStatus {
         match *self {}
     }
 

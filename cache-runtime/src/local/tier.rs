@@ -15,6 +15,7 @@ use crate::change::{Change, channel};
 use crate::config::{Config, LocalTierSettings};
 use crate::connection::Nodes;
 use crate::incident::Incidents;
+use crate::status::LocalTierStatus;
 
 #[derive(Clone)]
 struct LocalEntry {
@@ -196,6 +197,18 @@ impl LocalTier {
         std::sync::atomic::fence(Ordering::SeqCst);
         if !self.usable() || self.marks.changed_since(since) {
             self.entries.invalidate(key);
+        }
+    }
+
+    /// What the tier holds now. moka counts its entries and their weight
+    /// as it catches up on its bookkeeping: this catches up first, so that
+    /// a copy just kept or dropped is counted.
+    pub(crate) fn status(&self) -> LocalTierStatus {
+        self.entries.run_pending_tasks();
+        LocalTierStatus {
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+            listening: self.usable(),
         }
     }
 

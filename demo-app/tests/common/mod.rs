@@ -11,9 +11,14 @@
 //!
 //! A database server that does not answer fails the test with what to
 //! start: these tests never skip.
+//!
+//! [`process`] runs the `demo-app` binary itself, for the tests that need
+//! its workers or a real socket.
 
 // Each test binary uses its own backend only.
 #![allow(dead_code)]
+
+pub mod process;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -298,6 +303,10 @@ pub struct Reply {
     pub status: StatusCode,
     /// The `X-Cache` header, if any.
     pub cache: Option<String>,
+    /// The `X-Cache-Tier` header, if any.
+    pub tier: Option<String>,
+    /// The `X-Cache-Outcome` header, if any.
+    pub outcome: Option<String>,
     pub content_type: String,
     pub body: Vec<u8>,
 }
@@ -354,11 +363,15 @@ where
     };
     let status = response.status();
     let cache = header("x-cache");
+    let tier = header("x-cache-tier");
+    let outcome = header("x-cache-outcome");
     let content_type = header("content-type").unwrap_or_default();
     let body = test::read_body(response).await.to_vec();
     Reply {
         status,
         cache,
+        tier,
+        outcome,
         content_type,
         body,
     }

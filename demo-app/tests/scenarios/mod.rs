@@ -2,7 +2,9 @@
 //! test file calls [`backend_tests!`] with its [`Backend`].
 //!
 //! What they prove, per backend:
-//! - the second read is a hit, and says so in `X-Cache`;
+//! - the second read is a hit, and says so in `X-Cache`, with the tier
+//!   that answered in `X-Cache-Tier` (the list comes to be served by the
+//!   local tier);
 //! - a write is visible to the very next read, on `/users/{id}` and `/users`,
 //!   even while a slow read that started before the write is still running;
 //! - the cache keys the reads fill are the ones the writes evict;
@@ -15,7 +17,11 @@
 //!   Redis comes back with its old data, and caching resumes once the failed
 //!   eviction has been replayed;
 //! - `/healthz` follows the database, not Redis; `/metrics` is Prometheus
-//!   text; seeding inserts in batches and evicts the cached list.
+//!   text; seeding inserts in batches and evicts the cached list;
+//! - what the page uses: `/stats` counts each function's calls by tier and
+//!   says whether Redis is up and what the local tier holds, Redis or not;
+//!   `DELETE /cache/users` evicts the list (or, with Redis down, parks the
+//!   eviction: 202); the favicon is served.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -49,6 +55,7 @@ macro_rules! backend_tests {
             metrics_are_prometheus_text,
             seeding_inserts_in_batches_and_evicts_the_list,
             text_round_trips_and_emails_are_exact,
+            the_pages_counters_controls_and_icon,
         );
     };
     ($backend:expr; $($scenario:ident),* $(,)?) => {
@@ -69,10 +76,36 @@ pub async fn second_read_is_a_hit(backend: Backend, test: &str) {
     let first = call(&app, get("/users")).await;
     let second = call(&app, get("/users")).await;
     assert_eq!(first.status, StatusCode::OK);
-    assert_eq!(first.cache.as_deref(), Some("MISS"));
+    assert_eq!(
+        (first.cache.as_deref(), first.tier.as_deref()),
+        (Some("MISS"), None),
+        "a miss names no tier"
+    );
+    assert_eq!(first.outcome.as_deref(), Some("miss"));
     assert_eq!(second.cache.as_deref(), Some("HIT"));
+    // Redis reports the miss's own store back, which drops the copy the
+    // miss kept: the second read is most often a Redis hit, unless it came
+    // before that report.
+    assert!(
+        matches!(second.tier.as_deref(), Some("redis" | "local")),
+        "{:?}",
+        second.tier
+    );
     assert_eq!(first.users(), users);
     assert_eq!(second.users(), users, "the hit returns what the miss did");
+    // `list_users` is `local = true`: it comes to be served by the local tier.
+    let local = eventually(Duration::from_secs(10), || async {
+        let read = call(&app, get("/users")).await;
+        assert_eq!(read.users(), users);
+        read.tier.as_deref() == Some("local")
+    })
+    .await;
+    assert!(local.is_some(), "never served by the local tier");
+    let read = call(&app, get("/users")).await;
+    assert_eq!(
+        (read.cache.as_deref(), read.outcome.as_deref()),
+        (Some("HIT"), Some("local"))
+    );
 
     let path = format!("/users/{}", users[1].id);
     let first = call(&app, get(&path)).await;
@@ -81,6 +114,11 @@ pub async fn second_read_is_a_hit(backend: Backend, test: &str) {
     assert_eq!(
         (first.cache.as_deref(), second.cache.as_deref()),
         (Some("MISS"), Some("HIT"))
+    );
+    assert_eq!(
+        (second.tier.as_deref(), second.outcome.as_deref()),
+        (Some("redis"), Some("hit")),
+        "`get_user` has no local tier: its hits come from Redis"
     );
     assert_eq!(first.user(), users[1]);
     assert_eq!(second.user(), users[1]);
@@ -594,6 +632,9 @@ pub async fn every_endpoint_works_with_redis_killed(backend: Backend, test: &str
             .text()
             .contains("cache_redis_connected 0")
     );
+    let stats = call(&app, get("/stats")).await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.text());
+    assert_eq!(stats.json()["redis"], "down");
 }
 
 pub async fn every_endpoint_works_without_redis_and_caching_resumes(backend: Backend, test: &str) {
@@ -605,6 +646,8 @@ pub async fn every_endpoint_works_without_redis_and_caching_resumes(backend: Bac
     let health = call(&app, get("/healthz")).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.json()["redis"], "down");
+    assert_eq!(health.json()["status"], "degraded");
+    assert_eq!(call(&app, get("/stats")).await.json()["redis"], "down");
 
     // Redis arrives: caching starts by itself.
     let _redis = RedisServer::start_on(port);
@@ -711,7 +754,15 @@ where
 
     let index = call(app, get("/")).await;
     assert_eq!(index.status, StatusCode::OK);
-    assert_eq!(index.cache.as_deref(), Some("MISS"));
+    assert_eq!(
+        (index.cache.as_deref(), index.tier.as_deref()),
+        (Some("MISS"), None)
+    );
+    assert_eq!(
+        index.outcome.as_deref(),
+        Some("error"),
+        "the cache could not be used"
+    );
     assert!(
         index
             .text()
@@ -946,4 +997,94 @@ pub async fn text_round_trips_and_emails_are_exact(backend: Backend, test: &str)
     )
     .await;
     reply.assert_error(StatusCode::CONFLICT);
+}
+
+/// What the page at `/` uses besides the reads: the live counters
+/// (`/stats`), the eviction button's endpoint, and the icon.
+pub async fn the_pages_counters_controls_and_icon(backend: Backend, test: &str) {
+    let mut t = TestApp::start(backend, test).await;
+    let users = t.seed(3).await;
+    let app = t.service().await;
+    let list = "demo_app::repo::list_users";
+    let row_of = |stats: &serde_json::Value| -> serde_json::Value {
+        let functions = stats["functions"].as_array().expect("a list of functions");
+        let row = functions.iter().find(|f| f["function"] == list);
+        row.cloned().unwrap_or(serde_json::Value::Null)
+    };
+
+    let before = call(&app, get("/stats")).await;
+    assert_eq!(before.status, StatusCode::OK);
+    assert!(before.content_type.starts_with("application/json"));
+    let before = before.json();
+    assert_eq!(before["redis"], "up");
+    let calls = |row: &serde_json::Value, field: &str| row[field].as_u64().unwrap_or(0);
+
+    // The list, read until the local tier serves it.
+    call(&app, get("/users")).await;
+    let local = eventually(Duration::from_secs(10), || async {
+        call(&app, get("/users")).await.tier.as_deref() == Some("local")
+    })
+    .await;
+    assert!(local.is_some(), "never served by the local tier");
+    let stats = call(&app, get("/stats")).await.json();
+    let (was, now) = (row_of(&before), row_of(&stats));
+    // The counters are this test binary's, shared with the tests running
+    // beside it: at least this test's reads are counted.
+    assert!(calls(&now, "calls") >= calls(&was, "calls") + 3, "{now}");
+    assert!(now["hits"]["local"].as_u64().unwrap() >= 1, "{now}");
+    assert!(calls(&now, "misses") > calls(&was, "misses"), "{now}");
+    let ratio = now["hit_ratio"].as_f64().expect("a ratio");
+    assert!((0.0..=1.0).contains(&ratio) && ratio > 0.0, "{now}");
+    assert!(stats["hit_ratio"].as_f64().is_some());
+    let tier = &stats["local_tier"];
+    assert_eq!(tier["listening"], true, "{stats}");
+    assert!(tier["entries"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(tier["bytes"].as_u64().unwrap() > 0, "{stats}");
+
+    // The eviction button: the next read runs the query.
+    let evicted = call(&app, TestRequest::delete().uri("/cache/users")).await;
+    assert_eq!(evicted.status, StatusCode::OK, "{}", evicted.text());
+    assert_eq!(evicted.json()["evicted"], true);
+    let read = call(&app, get("/users")).await;
+    assert_eq!(
+        (read.cache.as_deref(), read.outcome.as_deref()),
+        (Some("MISS"), Some("miss"))
+    );
+    assert_eq!(read.users(), users, "the table did not change");
+    call(&app, get("/cache/users"))
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED);
+
+    // The icon, for the browser's console.
+    for path in ["/favicon.ico", "/favicon.svg"] {
+        let icon = call(&app, get(path)).await;
+        assert_eq!(icon.status, StatusCode::OK, "{path}");
+        assert_eq!(icon.content_type, "image/svg+xml");
+        assert!(icon.text().starts_with("<svg"), "{path}");
+    }
+
+    // Redis goes: the counters still answer, and say so; an eviction is
+    // parked rather than lost.
+    t.redis().kill();
+    let down = eventually(Duration::from_secs(10), || async {
+        call(&app, get("/stats")).await.json()["redis"] == "down"
+    })
+    .await;
+    assert!(down.is_some(), "/stats never said Redis is down");
+    let parked = call(&app, TestRequest::delete().uri("/cache/users")).await;
+    assert_eq!(parked.status, StatusCode::ACCEPTED, "{}", parked.text());
+    assert_eq!(parked.json()["parked"], true);
+    let read = call(&app, get("/users")).await;
+    assert_eq!(
+        (read.status, read.cache.as_deref(), read.outcome.as_deref()),
+        (StatusCode::OK, Some("MISS"), Some("error"))
+    );
+    let stats = call(&app, get("/stats")).await.json();
+    assert!(row_of(&stats)["errors"].as_u64().unwrap() >= 1, "{stats}");
+    let stopped = eventually(Duration::from_secs(10), || async {
+        let stats = call(&app, get("/stats")).await.json();
+        stats["local_tier"]["listening"] == false && stats["local_tier"]["entries"] == 0
+    })
+    .await;
+    assert!(stopped.is_some(), "the local tier stops without Redis");
 }
