@@ -40,8 +40,9 @@ pub struct LocalTierStatus {
     pub entries: u64,
     /// What those copies count against
     /// [`LocalTierSettings::max_bytes`](crate::LocalTierSettings::max_bytes):
-    /// each copy its entry's size in Redis, or `max_bytes / max_entries` if
-    /// that is more (so that `max_bytes` bounds the entries too).
+    /// each copy its value's serialized size (before compression), or
+    /// `max_bytes / max_entries` if that is more (so that `max_bytes`
+    /// bounds the entries too).
     pub bytes: u64,
     /// Whether the tier listens to Redis for changes. Only then does it keep
     /// and serve copies: while Redis is unreachable it holds none, and calls
