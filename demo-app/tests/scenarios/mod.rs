@@ -1019,9 +1019,13 @@ pub async fn the_pages_counters_controls_and_icon(backend: Backend, test: &str) 
     assert_eq!(before["redis"], "up");
     let calls = |row: &serde_json::Value, field: &str| row[field].as_u64().unwrap_or(0);
 
-    // The list, read until the local tier serves it.
+    // The list, read until the local tier serves it: on the second read
+    // already, or a read later if Redis's report of the miss's own store
+    // dropped the copy first.
     call(&app, get("/users")).await;
+    let reads = std::cell::Cell::new(1);
     let local = eventually(Duration::from_secs(10), || async {
+        reads.set(reads.get() + 1);
         call(&app, get("/users")).await.tier.as_deref() == Some("local")
     })
     .await;
@@ -1030,7 +1034,10 @@ pub async fn the_pages_counters_controls_and_icon(backend: Backend, test: &str) 
     let (was, now) = (row_of(&before), row_of(&stats));
     // The counters are this test binary's, shared with the tests running
     // beside it: at least this test's reads are counted.
-    assert!(calls(&now, "calls") >= calls(&was, "calls") + 3, "{now}");
+    assert!(
+        calls(&now, "calls") >= calls(&was, "calls") + reads.get(),
+        "{now}"
+    );
     assert!(now["hits"]["local"].as_u64().unwrap() >= 1, "{now}");
     assert!(calls(&now, "misses") > calls(&was, "misses"), "{now}");
     let ratio = now["hit_ratio"].as_f64().expect("a ratio");
